@@ -1,0 +1,123 @@
+// Package executor defines how an agent runs one task attempt somewhere: as a
+// local process, a Docker container, an ECS task, a Cloud Run job or a
+// Kubernetes Job. Each kind is a subpackage that implements Executor.
+//
+// The shape follows Nomad's task drivers: Start returns a Handle; the handle's
+// State can be saved and given to Recover after an agent restart, so a restart
+// never runs an attempt twice.
+package executor
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Spec is one attempt to run, fully rendered: expressions evaluated and secrets
+// already put in by the agent.
+type Spec struct {
+	AttemptID int64
+	RunID     string
+	Pipeline  string
+	Task      string
+	Index     int // instance index of a for_each task; 0 otherwise
+	Attempt   int // 1-based attempt number
+
+	// Run is a shell line, run with `sh -c`. Otherwise Image and Command say
+	// what to run.
+	Run     string
+	Image   string
+	Command []string
+
+	// Env is what the task sees besides what the executor adds: DRAY_* and the
+	// pipeline's and task's env, with secrets resolved.
+	Env     map[string]string
+	Workdir string // for local: absolute; for containers: inside the container
+
+	Resources Resources
+	// Options are the executor profile's options (see spec.Profile).
+	Options map[string]any
+	// Labels identify what the executor starts (container labels, ECS tags), so a
+	// restarted agent can find them.
+	Labels map[string]string
+}
+
+// Resources a task asks for; zero means the executor's default.
+type Resources struct {
+	MilliCPU    int64
+	MemoryBytes int64
+	Region      string
+}
+
+// Line is one line of an attempt's output.
+type Line struct {
+	Time   time.Time
+	Stream string // "stdout" or "stderr"
+	Text   string // without the line ending
+}
+
+// Stream names.
+const (
+	Stdout = "stdout"
+	Stderr = "stderr"
+)
+
+// LogSink receives an attempt's output lines, in order per stream, as they are
+// written. It is called from the executor's goroutines and must not block long.
+type LogSink interface {
+	Line(Line)
+}
+
+// LogFunc adapts a function to LogSink.
+type LogFunc func(Line)
+
+// Line calls f.
+func (f LogFunc) Line(l Line) { f(l) }
+
+// MaxOutputs is the most a task's outputs may weigh (1 MiB).
+const MaxOutputs = 1 << 20
+
+// Result is how an attempt ended.
+type Result struct {
+	// ExitCode is the process's exit code; -1 when it was killed by a signal or
+	// never started.
+	ExitCode int
+	// Reason describes a failure in a few words ("exit 1", "killed by signal 9",
+	// "exit 137: OOMKilled"). Empty on success.
+	Reason string
+	// Outputs is the content of the file named by $DRAY_OUTPUT, if the task
+	// wrote one, read up to MaxOutputs+1 bytes; OutputsSize is the file's full size.
+	Outputs     []byte
+	OutputsSize int64
+}
+
+// Executor runs task attempts of one kind.
+type Executor interface {
+	// Start starts an attempt and returns at once with a handle. Output lines go
+	// to sink until the attempt ends. An error means the attempt did not start
+	// (a bad image, a missing binary); its message becomes the attempt's reason.
+	Start(ctx context.Context, spec *Spec, sink LogSink) (Handle, error)
+	// Recover re-attaches to an attempt started earlier by this kind of
+	// executor, from the handle's saved State. When the attempt cannot be
+	// followed any more, Recover stops whatever is left of it and returns an error
+	// that wraps ErrLost.
+	Recover(ctx context.Context, spec *Spec, state []byte, sink LogSink) (Handle, error)
+}
+
+// Handle is a started attempt.
+type Handle interface {
+	// State is what Recover needs to re-attach (a process group, a container id,
+	// an ECS task ARN), as JSON.
+	State() []byte
+	// Wait blocks until the attempt has ended and every output line has been
+	// given to the sink, and returns how it ended. The error is for a failure to
+	// follow the attempt, not for a task that failed.
+	Wait(ctx context.Context) (Result, error)
+	// Stop asks the attempt to stop (SIGTERM or the platform's equivalent) and
+	// forces it (SIGKILL) after grace. Wait then returns.
+	Stop(ctx context.Context, grace time.Duration) error
+}
+
+// ErrLost means an attempt can no longer be followed: its agent restarted and
+// the executor cannot re-attach to it.
+var ErrLost = errors.New("attempt lost")

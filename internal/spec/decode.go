@@ -1,0 +1,406 @@
+package spec
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dray-dev/dray/internal/expr"
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// decoder turns YAML nodes into spec values strictly: every unknown key, wrong
+// type and bad value becomes an Error at the node's position, and decoding goes
+// on so that one pass reports every problem of a file.
+type decoder struct {
+	file  string
+	lines []string // the file's lines, to place errors inside block scalars
+	errs  *ErrorList
+}
+
+func newDecoder(file string, src []byte, errs *ErrorList) *decoder {
+	return &decoder{file: file, lines: strings.Split(string(src), "\n"), errs: errs}
+}
+
+func (d *decoder) pos(n *yaml.Node) Pos {
+	if n == nil {
+		return Pos{File: d.file}
+	}
+	return Pos{File: d.file, Line: n.Line, Col: n.Column}
+}
+
+func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
+	d.errorAt(d.pos(n), format, args...)
+}
+
+func (d *decoder) errorAt(p Pos, format string, args ...any) {
+	*d.errs = append(*d.errs, &Error{Pos: p, Message: fmt.Sprintf(format, args...)})
+}
+
+// parse reads a whole file into its document's root node.
+func (d *decoder) parse(src []byte) *yaml.Node {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		d.yamlError(err)
+		return nil
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		d.errorAt(Pos{File: d.file, Line: 1, Col: 1}, "the file is empty: it needs at least `version: 1`")
+		return nil
+	}
+	return doc.Content[0]
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+
+func (d *decoder) yamlError(err error) {
+	msg := err.Error()
+	if te, ok := err.(*yaml.TypeError); ok && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	p := Pos{File: d.file, Line: 1, Col: 1}
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		if m[1] != "" {
+			p.Line, _ = strconv.Atoi(m[1])
+		}
+		msg = m[2]
+	}
+	d.errorAt(p, "invalid YAML: %s", msg)
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+func kindName(n *yaml.Node) string {
+	n = resolve(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			return "null"
+		case "!!bool":
+			return "a boolean"
+		case "!!int", "!!float":
+			return "a number"
+		}
+		return fmt.Sprintf("the string %q", clip(n.Value, 30))
+	}
+	return "nothing"
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// field is one key of a mapping: its key node and value node.
+type field struct {
+	key, val *yaml.Node
+}
+
+// fields checks that n is a mapping of known keys, each at most once, and calls
+// handle for every key in order. YAML merge keys (<<) are expanded; explicit
+// keys win over merged ones.
+func (d *decoder) fields(n *yaml.Node, what string, known []string, handle func(name string, f field)) bool {
+	n = resolve(n)
+	if n == nil || n.Kind != yaml.MappingNode {
+		if n != nil {
+			d.errorf(n, "%s must be a mapping, not %s", what, kindName(n))
+		}
+		return false
+	}
+	list := d.entries(n)
+	seen := map[string]bool{}
+	for _, f := range list {
+		name := f.key.Value
+		if seen[name] {
+			d.errorf(f.key, "duplicate key %q in %s", name, what)
+			continue
+		}
+		seen[name] = true
+		if !slices.Contains(known, name) {
+			d.errorf(f.key, "unknown key %q in %s%s", name, what, suggest(name, known))
+			continue
+		}
+		handle(name, f)
+	}
+	return true
+}
+
+// entries returns a mapping's key/value pairs with merge keys expanded.
+func (d *decoder) entries(n *yaml.Node) []field {
+	var own, merged []field
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Tag == "!!merge" {
+			v = resolve(v)
+			sources := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				sources = v.Content
+			}
+			for _, s := range sources {
+				s = resolve(s)
+				if s.Kind != yaml.MappingNode {
+					d.errorf(s, "a merge (<<) needs a mapping, not %s", kindName(s))
+					continue
+				}
+				merged = append(merged, d.entries(s)...)
+			}
+			continue
+		}
+		if resolve(k).Kind != yaml.ScalarNode {
+			d.errorf(k, "a key must be a plain string, not %s", kindName(k))
+			continue
+		}
+		own = append(own, field{key: k, val: v})
+	}
+	ownKeys := map[string]bool{}
+	for _, f := range own {
+		ownKeys[f.key.Value] = true
+	}
+	out := own
+	for _, f := range merged {
+		if !ownKeys[f.key.Value] {
+			out = append(out, f)
+			ownKeys[f.key.Value] = true
+		}
+	}
+	return out
+}
+
+// keyed returns a mapping's entries for maps whose keys are names (env, params,
+// executors), reporting duplicates.
+func (d *decoder) keyed(n *yaml.Node, what string) []field {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, "%s must be a mapping, not %s", what, kindName(n))
+		return nil
+	}
+	var out []field
+	seen := map[string]bool{}
+	for _, f := range d.entries(n) {
+		if seen[f.key.Value] {
+			d.errorf(f.key, "duplicate key %q in %s", f.key.Value, what)
+			continue
+		}
+		seen[f.key.Value] = true
+		out = append(out, f)
+	}
+	return out
+}
+
+func (d *decoder) scalar(n *yaml.Node, want string) (*yaml.Node, bool) {
+	n = resolve(n)
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		d.errorf(n, "want %s, got %s", want, kindName(n))
+		return nil, false
+	}
+	return n, true
+}
+
+// str decodes a string. Numbers are accepted as their text (cpu: 2).
+func (d *decoder) str(n *yaml.Node) (string, bool) {
+	s, ok := d.scalar(n, "a string")
+	if !ok {
+		return "", false
+	}
+	if s.Tag == "!!bool" {
+		d.errorf(n, "want a string, got %s (quote it: \"%s\")", kindName(s), s.Value)
+		return "", false
+	}
+	return s.Value, true
+}
+
+func (d *decoder) integer(n *yaml.Node, min int) (int, bool) {
+	s, ok := d.scalar(n, "a whole number")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(s.Value)
+	if s.Tag != "!!int" || err != nil {
+		d.errorf(n, "want a whole number, got %s", kindName(s))
+		return 0, false
+	}
+	if i < min {
+		d.errorf(n, "want a whole number of at least %d, got %d", min, i)
+		return 0, false
+	}
+	return i, true
+}
+
+func (d *decoder) boolean(n *yaml.Node) (bool, bool) {
+	s, ok := d.scalar(n, "true or false")
+	if !ok {
+		return false, false
+	}
+	if s.Tag != "!!bool" {
+		d.errorf(n, "want true or false, got %s", kindName(s))
+		return false, false
+	}
+	b, _ := strconv.ParseBool(strings.ToLower(s.Value))
+	return b, true
+}
+
+// duration decodes "90s", "15m", "1h30m" or "2d". A bare number is refused, since
+// it is not clear whether it means seconds or minutes.
+func (d *decoder) duration(n *yaml.Node) (time.Duration, bool) {
+	s, ok := d.scalar(n, "a duration such as 30s, 15m or 2h")
+	if !ok {
+		return 0, false
+	}
+	v, err := ParseDuration(s.Value)
+	if err != nil {
+		d.errorf(n, "%v", err)
+		return 0, false
+	}
+	return v, true
+}
+
+// ParseDuration parses Go durations plus a "d" suffix for days. It refuses
+// negative values and bare numbers.
+func ParseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseFloat(days, 64)
+		if err == nil && n >= 0 && n < math.MaxInt64/float64(24*time.Hour) {
+			return time.Duration(n * float64(24*time.Hour)), nil
+		}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("want a duration such as 30s, 15m or 2h, got %q", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("a duration cannot be negative, got %q", s)
+	}
+	return v, nil
+}
+
+func (d *decoder) stringList(n *yaml.Node, what string) ([]string, bool) {
+	n = resolve(n)
+	if n.Kind != yaml.SequenceNode {
+		d.errorf(n, "%s must be a list, not %s", what, kindName(n))
+		return nil, false
+	}
+	out := make([]string, 0, len(n.Content))
+	ok := true
+	for _, e := range n.Content {
+		s, good := d.str(e)
+		ok = ok && good
+		out = append(out, s)
+	}
+	return out, ok
+}
+
+// template compiles a string that may hold ${{ }} expressions; errors point at
+// the expression inside the scalar.
+func (d *decoder) template(n *yaml.Node, scope expr.Scope) *expr.Template {
+	s, ok := d.str(n)
+	if !ok {
+		return nil
+	}
+	t, errs := expr.Parse(s, scope)
+	for _, e := range errs {
+		d.errorAt(d.offsetPos(resolve(n), e.Offset), "%s", e.Message)
+	}
+	return t
+}
+
+// condition compiles a key that always holds an expression, bare or in ${{ }}.
+func (d *decoder) condition(n *yaml.Node, scope expr.Scope) *expr.Template {
+	s, ok := d.str(n)
+	if !ok {
+		return nil
+	}
+	t, errs := expr.ParseExpr(s, scope)
+	for _, e := range errs {
+		d.errorAt(d.offsetPos(resolve(n), e.Offset), "%s", e.Message)
+	}
+	return t
+}
+
+// offsetPos finds the file position of a byte offset inside a scalar's value.
+func (d *decoder) offsetPos(n *yaml.Node, off int) Pos {
+	p := d.pos(n)
+	v := n.Value
+	if off > len(v) {
+		off = len(v)
+	}
+	before := v[:off]
+	nl := strings.Count(before, "\n")
+	col := off - (strings.LastIndexByte(before, '\n') + 1)
+	switch n.Style {
+	case yaml.LiteralStyle, yaml.FoldedStyle:
+		p.Line += 1 + nl
+		if p.Line-1 < len(d.lines) {
+			line := d.lines[p.Line-1]
+			p.Col = len(line) - len(strings.TrimLeft(line, " ")) + col + 1
+		}
+	case yaml.DoubleQuotedStyle, yaml.SingleQuotedStyle:
+		if nl == 0 {
+			p.Col += 1 + col
+		} else {
+			p.Line += nl
+		}
+	default:
+		if nl == 0 {
+			p.Col += col
+		} else {
+			p.Line += nl
+		}
+	}
+	return p
+}
+
+// suggest returns ` (did you mean "x"?)` for the known key nearest to s, or
+// lists the known keys.
+func suggest(s string, known []string) string {
+	if n := nearest(s, known); n != "" {
+		return n
+	}
+	return fmt.Sprintf(" (known keys: %s)", strings.Join(known, ", "))
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// checkIdent reports a name that cannot be used in expressions as root.NAME.
+func (d *decoder) checkIdent(n *yaml.Node, kind, name, root string) bool {
+	if identRE.MatchString(name) {
+		return true
+	}
+	d.errorf(n, "%s name %q: use letters, digits and _ and start with a letter (it is used in expressions as %s.%s)", kind, name, root, strings.ReplaceAll(name, "-", "_"))
+	return false
+}

@@ -1,0 +1,297 @@
+package spec
+
+import (
+	"slices"
+	"time"
+
+	"github.com/dray-dev/dray/internal/expr"
+	"github.com/robfig/cron/v3"
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// Pipeline is one pipelines/*.yaml file, loaded, checked and resolved: its
+// templates expanded into its tasks and its executor profiles looked up.
+type Pipeline struct {
+	Name          string
+	File          string
+	Pos           Pos
+	Description   string
+	Tags          []string
+	Schedule      *Schedule
+	Params        []*Param
+	Env           []EnvVar // pipeline env, evaluated once a run (over params and run)
+	MaxActiveRuns int      // 0: no limit
+	Concurrency   int      // task attempts of this pipeline running at once; 0: no limit
+	Tasks         []*Task  // in file order
+	Config        *Config
+
+	// Sources holds every file the pipeline was built from (dray.yaml, the
+	// pipeline, its templates and schemas), so a run can rebuild the exact spec it
+	// started with; Hash identifies them.
+	Sources map[string][]byte
+	Hash    string
+
+	index map[string]*Task
+	// order is the tasks in topological order (file order among equals); pos
+	// a task's place in it; down its direct downstream tasks.
+	order []*Task
+	pos   map[string]int
+	down  map[string][]string
+}
+
+// Order returns the tasks in topological order: every task after its upstream
+// tasks, and otherwise in file order.
+func (p *Pipeline) Order() []*Task { return p.order }
+
+// Position returns a task's index in Order.
+func (p *Pipeline) Position(name string) int { return p.pos[name] }
+
+// Downstream returns the tasks that need the named task directly.
+func (p *Pipeline) Downstream(name string) []string { return p.down[name] }
+
+// sort computes the topological order of a pipeline whose graph is valid.
+func (p *Pipeline) sort() {
+	p.down = map[string][]string{}
+	indeg := map[string]int{}
+	for _, t := range p.Tasks {
+		indeg[t.Name] = len(t.Needs)
+		for _, n := range t.Needs {
+			p.down[n] = append(p.down[n], t.Name)
+		}
+	}
+	p.order = make([]*Task, 0, len(p.Tasks))
+	p.pos = make(map[string]int, len(p.Tasks))
+	done := map[string]bool{}
+	for len(p.order) < len(p.Tasks) {
+		progressed := false
+		for _, t := range p.Tasks {
+			if done[t.Name] || indeg[t.Name] > 0 {
+				continue
+			}
+			done[t.Name] = true
+			progressed = true
+			p.pos[t.Name] = len(p.order)
+			p.order = append(p.order, t)
+			for _, d := range p.down[t.Name] {
+				indeg[d]--
+			}
+		}
+		if !progressed {
+			panic("spec: sort called on a pipeline with a cycle")
+		}
+	}
+}
+
+// Task returns the named task, or nil.
+func (p *Pipeline) Task(name string) *Task { return p.index[name] }
+
+// Upstream reports whether up is a direct or indirect upstream of task.
+func (p *Pipeline) Upstream(task, up string) bool {
+	seen := map[string]bool{}
+	var walk func(string) bool
+	walk = func(n string) bool {
+		t := p.index[n]
+		if t == nil || seen[n] {
+			return false
+		}
+		seen[n] = true
+		for _, x := range t.Needs {
+			if x == up || walk(x) {
+				return true
+			}
+		}
+		return false
+	}
+	return walk(task)
+}
+
+// Schedule is when a pipeline runs by itself.
+type Schedule struct {
+	Pos          Pos
+	Cron         string
+	Every        time.Duration
+	Timezone     string
+	Location     *time.Location
+	Catchup      bool
+	CatchupLimit int
+	Paused       bool
+	Params       map[string]any
+	cron         cron.Schedule
+}
+
+// Next returns the first fire time after t, in the schedule's time zone.
+func (s *Schedule) Next(t time.Time) time.Time {
+	if s.Every > 0 {
+		return t.Truncate(s.Every).Add(s.Every)
+	}
+	return s.cron.Next(t.In(s.Location))
+}
+
+// EnvVar is one environment variable whose value may hold expressions.
+type EnvVar struct {
+	Name  string
+	Value *expr.Template
+}
+
+// Scopes of the expression roots, by where an expression stands.
+var (
+	scopeRunDefault  = expr.Scope{Roots: []string{expr.RootRun}}
+	scopePipelineEnv = expr.Scope{Roots: []string{expr.RootParams, expr.RootRun}}
+	scopeTask        = expr.Scope{Roots: []string{expr.RootParams, expr.RootTasks, expr.RootRun, expr.RootEnv, expr.RootSecrets}}
+	scopeTaskItem    = expr.Scope{Roots: append(slices.Clone(scopeTask.Roots), expr.RootItem)}
+	scopeTaskCond    = expr.Scope{Roots: []string{expr.RootParams, expr.RootTasks, expr.RootRun, expr.RootEnv}}
+	scopeTemplate    = expr.Scope{Roots: []string{expr.RootInputs, expr.RootRun, expr.RootEnv, expr.RootSecrets}}
+	scopeTemplItem   = expr.Scope{Roots: append(slices.Clone(scopeTemplate.Roots), expr.RootItem)}
+	scopeCheck       = expr.Scope{Roots: []string{expr.RootOutputs, expr.RootItem, expr.RootRun}}
+)
+
+var pipelineKeys = []string{
+	"version", "name", "description", "tags", "schedule", "params", "env", "defaults",
+	"max_active_runs", "concurrency", "tasks",
+}
+
+// loader holds what loading one project shares across its files.
+type loader struct {
+	fsys      fsReader
+	config    *Config
+	errs      *ErrorList
+	templates map[string]*TaskTemplate // by path; nil entry: failed to load
+	schemas   map[string]*schemaFile
+}
+
+func (l *loader) pipeline(file string, src []byte) *Pipeline {
+	d := newDecoder(file, src, l.errs)
+	p := &Pipeline{File: file, Config: l.config, Pos: Pos{File: file, Line: 1, Col: 1}}
+	root := d.parse(src)
+	if root == nil {
+		return p
+	}
+	var defaults settings
+	var tasksNode *yaml.Node
+	hasVersion := false
+	var version int
+	d.fields(root, "pipeline", pipelineKeys, func(key string, f field) {
+		switch key {
+		case "version":
+			hasVersion = d.version(f.val, &version)
+		case "name":
+			if s, ok := d.str(f.val); ok {
+				if !nameRE.MatchString(s) {
+					d.errorf(f.val, "pipeline name %q: use letters, digits, - and _", s)
+				}
+				p.Name = s
+				p.Pos = d.pos(f.val)
+			}
+		case "description":
+			p.Description, _ = d.str(f.val)
+		case "tags":
+			p.Tags, _ = d.stringList(f.val, "tags")
+		case "schedule":
+			p.Schedule = d.schedule(f.val)
+		case "params":
+			p.Params = d.params(f.val, "params", scopeRunDefault)
+		case "env":
+			p.Env = d.env(f.val, scopePipelineEnv)
+		case "defaults":
+			defaults = d.settings(f.val, "defaults", defaultsKeys)
+		case "max_active_runs":
+			p.MaxActiveRuns, _ = d.integer(f.val, 1)
+		case "concurrency":
+			p.Concurrency, _ = d.integer(f.val, 1)
+		case "tasks":
+			tasksNode = f.val
+		}
+	})
+	if resolve(root).Kind != yaml.MappingNode {
+		return p
+	}
+	if !hasVersion {
+		d.errorAt(Pos{File: file, Line: 1, Col: 1}, "missing `version: 1` (the file format version)")
+	}
+	if tasksNode == nil {
+		d.errorAt(Pos{File: file, Line: 1, Col: 1}, "a pipeline needs tasks")
+		return p
+	}
+	p.Tasks = l.tasks(d, tasksNode, p, defaults)
+	l.checkGraph(d, p)
+	return p
+}
+
+func (d *decoder) env(n *yaml.Node, scope expr.Scope) []EnvVar {
+	var out []EnvVar
+	for _, f := range d.keyed(n, "env") {
+		if !envNameRE.MatchString(f.key.Value) {
+			d.errorf(f.key, "environment variable name %q: use letters, digits and _", f.key.Value)
+			continue
+		}
+		if t := d.template(f.val, scope); t != nil {
+			out = append(out, EnvVar{Name: f.key.Value, Value: t})
+		}
+	}
+	slices.SortFunc(out, func(a, b EnvVar) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (d *decoder) schedule(n *yaml.Node) *Schedule {
+	s := &Schedule{Pos: d.pos(n), Timezone: "UTC", Location: time.UTC, CatchupLimit: 1}
+	var cronNode *yaml.Node
+	var paramsNode *yaml.Node
+	d.fields(n, "schedule", []string{"cron", "every", "timezone", "catchup", "catchup_limit", "paused", "params"}, func(key string, f field) {
+		switch key {
+		case "cron":
+			s.Cron, _ = d.str(f.val)
+			cronNode = f.val
+		case "every":
+			s.Every, _ = d.duration(f.val)
+			if s.Every > 0 && s.Every < time.Minute {
+				d.errorf(f.val, "every must be at least 1m")
+			}
+		case "timezone":
+			if tz, ok := d.str(f.val); ok {
+				loc, err := time.LoadLocation(tz)
+				if err != nil {
+					d.errorf(f.val, "unknown time zone %q (use an IANA name such as Europe/Berlin or UTC)", tz)
+				} else {
+					s.Timezone, s.Location = tz, loc
+				}
+			}
+		case "catchup":
+			s.Catchup, _ = d.boolean(f.val)
+		case "catchup_limit":
+			s.CatchupLimit, _ = d.integer(f.val, 1)
+		case "paused":
+			s.Paused, _ = d.boolean(f.val)
+		case "params":
+			paramsNode = f.val
+		}
+	})
+	if paramsNode != nil {
+		var raw map[string]any
+		if err := resolve(paramsNode).Decode(&raw); err != nil {
+			d.errorf(paramsNode, "schedule params must be a mapping of param names to values")
+		} else {
+			s.Params, _ = yamlValue(raw).(map[string]any)
+		}
+	}
+	switch {
+	case s.Cron != "" && s.Every > 0:
+		d.errorf(n, "a schedule takes cron or every, not both")
+	case s.Cron != "":
+		c, err := cron.ParseStandard(s.Cron)
+		if err != nil {
+			d.errorf(cronNode, "bad cron expression %q: %v (want 5 fields: minute hour day-of-month month day-of-week, or @hourly, @daily, …)", s.Cron, err)
+		}
+		s.cron = c
+	case s.Every == 0:
+		d.errorf(n, "a schedule needs cron (such as \"0 2 * * *\") or every (such as 15m)")
+	}
+	return s
+}
