@@ -63,7 +63,8 @@ const (
 )
 
 // LogSink receives an attempt's output lines, in order per stream, as they are
-// written. It is called from the executor's goroutines and must not block long.
+// written. Calls for one attempt are serialized (never concurrent); they come
+// from the executor's goroutines and must not block long.
 type LogSink interface {
 	Line(Line)
 }
@@ -89,6 +90,9 @@ type Result struct {
 	// wrote one, read up to MaxOutputs+1 bytes; OutputsSize is the file's full size.
 	Outputs     []byte
 	OutputsSize int64
+	// OutputsError says why the outputs file could not be read (it is a FIFO
+	// or a directory, an I/O error); the attempt then fails with it.
+	OutputsError string
 }
 
 // Executor runs task attempts of one kind.
@@ -96,6 +100,8 @@ type Executor interface {
 	// Start starts an attempt and returns at once with a handle. Output lines go
 	// to sink until the attempt ends. An error means the attempt did not start
 	// (a bad image, a missing binary); its message becomes the attempt's reason.
+	// ctx bounds Start only, not the attempt: Stop ends an attempt. An empty
+	// Spec.Workdir means the executor's default (the agent's folder for local).
 	Start(ctx context.Context, spec *Spec, sink LogSink) (Handle, error)
 	// Recover re-attaches to an attempt started earlier by this kind of
 	// executor, from the handle's saved State. When the attempt cannot be
@@ -111,10 +117,13 @@ type Handle interface {
 	State() []byte
 	// Wait blocks until the attempt has ended and every output line has been
 	// given to the sink, and returns how it ended. The error is for a failure to
-	// follow the attempt, not for a task that failed.
+	// follow the attempt (the agent then reports it lost), not for a task that
+	// failed or wrote bad outputs. Exit codes differ between executors (a
+	// signal is -1 here, 137 in a container): compare Reason, not codes.
 	Wait(ctx context.Context) (Result, error)
 	// Stop asks the attempt to stop (SIGTERM or the platform's equivalent) and
-	// forces it (SIGKILL) after grace. Wait then returns.
+	// forces it (SIGKILL) after grace. Wait then returns. If ctx ends during
+	// the grace period, Stop forces the attempt at once and returns ctx's error.
 	Stop(ctx context.Context, grace time.Duration) error
 }
 

@@ -1,0 +1,251 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dray-dev/dray/internal/engine"
+	"github.com/dray-dev/dray/internal/executor"
+	"github.com/dray-dev/dray/internal/secrets"
+	"github.com/dray-dev/dray/internal/spec"
+)
+
+// Why an attempt was stopped.
+type stopReason int
+
+const (
+	stopCanceled stopReason = iota + 1
+	stopTimeout
+	stopShutdown
+)
+
+// run is one attempt this agent is running.
+type run struct {
+	a  *Agent
+	at *engine.Attempt
+
+	mu     sync.Mutex
+	reason stopReason
+	stopCh chan struct{}
+}
+
+func (a *Agent) start(ctx context.Context, at *engine.Attempt) {
+	r := &run{a: a, at: at, stopCh: make(chan struct{})}
+	a.mu.Lock()
+	a.running[at.ID] = r
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer a.release(at.ID)
+		res := r.execute(ctx)
+		r.report(ctx, res)
+	}()
+}
+
+func (a *Agent) release(id int64) {
+	a.mu.Lock()
+	delete(a.running, id)
+	a.mu.Unlock()
+	select {
+	case a.freed <- struct{}{}:
+	default:
+	}
+}
+
+// stop asks the attempt to stop; the first reason wins.
+func (r *run) stop(why stopReason) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reason == 0 {
+		r.reason = why
+		close(r.stopCh)
+	}
+}
+
+func (r *run) stopped() stopReason {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reason
+}
+
+func failed(reason string) engine.Result {
+	return engine.Result{State: engine.AttemptFailed, Reason: reason}
+}
+
+// execute runs the attempt to its end and says how it ended.
+func (r *run) execute(ctx context.Context) engine.Result {
+	at, w := r.at, r.at.Work
+	log := r.a.log.With("run", at.RunID, "task", at.Task, "index", at.Index, "attempt", at.Number)
+	ex, ok := r.a.cfg.Executors[w.ExecutorType]
+	if !ok {
+		return failed(fmt.Sprintf("agent %s has no %s executor", r.a.cfg.Info.ID, w.ExecutorType))
+	}
+	values, err := r.a.cfg.Secrets.Resolve(ctx, w.Secrets)
+	if err != nil {
+		return failed(err.Error())
+	}
+	secretValues := make([]string, 0, len(values))
+	for _, v := range values {
+		secretValues = append(secretValues, v)
+	}
+	ship := newShipper(r.a.cfg.Control, at.ID, secrets.NewMasker(secretValues...), log)
+	defer ship.close()
+	sp := r.spec(values)
+	h, err := ex.Start(ctx, sp, ship)
+	if err != nil {
+		ship.close()
+		return failed(err.Error())
+	}
+	start := time.Now()
+	if err := r.a.cfg.Control.Started(ctx, r.a.cfg.Info.ID, at.ID, h.State(), start); err != nil {
+		log.Warn("report started", "err", err)
+	}
+	type waited struct {
+		res executor.Result
+		err error
+	}
+	done := make(chan waited, 1)
+	go func() {
+		res, err := h.Wait(ctx)
+		done <- waited{res, err}
+	}()
+	var timeout <-chan time.Time
+	if w.Timeout > 0 {
+		t := time.NewTimer(w.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var end waited
+	ended := false
+	select {
+	case end = <-done:
+		ended = true
+	case <-timeout:
+		r.stop(stopTimeout)
+	case <-r.stopCh:
+	}
+	if why := r.stopped(); why != 0 && !ended {
+		grace := durationOption(w.Options["kill_grace"], r.a.cfg.KillGrace)
+		log.Info("stopping attempt", "why", why, "grace", grace)
+		if err := h.Stop(ctx, grace); err != nil {
+			log.Warn("stop attempt", "err", err)
+		}
+		end = <-done
+	}
+	ship.close()
+	log.Debug("attempt ended", "exit_code", end.res.ExitCode, "reason", end.res.Reason, "took", time.Since(start))
+	switch r.stopped() {
+	case stopCanceled:
+		return engine.Result{State: engine.AttemptCanceled, Reason: "canceled"}
+	case stopTimeout:
+		return failed("timeout after " + w.Timeout.String())
+	case stopShutdown:
+		return engine.Result{State: engine.AttemptLost, Reason: "its agent stopped before it ended"}
+	}
+	if end.err != nil {
+		return engine.Result{State: engine.AttemptLost, Reason: "could not follow it: " + end.err.Error()}
+	}
+	code := end.res.ExitCode
+	if code != 0 {
+		res := failed(end.res.Reason)
+		res.ExitCode = &code
+		return res
+	}
+	outputs, err := ship.outputs(end.res)
+	if err != nil {
+		res := failed(err.Error())
+		res.ExitCode = &code
+		return res
+	}
+	return engine.Result{State: engine.AttemptSucceeded, ExitCode: &code, Outputs: outputs}
+}
+
+// spec builds what the executor runs, with secrets put in.
+func (r *run) spec(secrets map[string]string) *executor.Spec {
+	at, w := r.at, r.at.Work
+	fill := func(s string) string {
+		if !strings.Contains(s, "@@dray-secret:") {
+			return s
+		}
+		for name, v := range secrets {
+			s = strings.ReplaceAll(s, engine.SecretMarker(w.Nonce, name), v)
+		}
+		return s
+	}
+	env := make(map[string]string, len(w.Env)+8)
+	for k, v := range w.Env {
+		env[k] = fill(v)
+	}
+	env["DRAY_RUN_ID"] = at.RunID
+	env["DRAY_PIPELINE"] = at.Pipeline
+	env["DRAY_TASK"] = at.Task
+	env["DRAY_ATTEMPT"] = strconv.Itoa(at.Number)
+	env["DRAY_PARAMS"] = string(w.Params)
+	if w.Item != nil {
+		env["DRAY_ITEM"] = string(w.Item)
+		env["DRAY_INDEX"] = strconv.Itoa(at.Index)
+	}
+	command := make([]string, len(w.Command))
+	for i, c := range w.Command {
+		command[i] = fill(c)
+	}
+	workdir := w.Workdir
+	if w.ExecutorType == spec.ExecLocal && !filepath.IsAbs(workdir) {
+		workdir = filepath.Join(r.a.cfg.Dir, workdir)
+	}
+	return &executor.Spec{
+		AttemptID: at.ID, RunID: at.RunID, Pipeline: at.Pipeline, Task: at.Task, Index: at.Index, Attempt: at.Number,
+		Run: fill(w.Run), Image: fill(w.Image), Command: command, Env: env, Workdir: workdir,
+		Resources: executor.Resources{MilliCPU: w.Resources.MilliCPU, MemoryBytes: w.Resources.MemoryBytes, Region: w.Resources.Region},
+		Options:   w.Options,
+		Labels: map[string]string{
+			"dray.run": at.RunID, "dray.pipeline": at.Pipeline, "dray.task": at.Task,
+			"dray.attempt": strconv.FormatInt(at.ID, 10), "dray.agent": r.a.cfg.Info.ID,
+		},
+	}
+}
+
+// report tells the control plane how the attempt ended, trying again for a
+// while when it cannot be reached. If it never can, the attempt stays running
+// there until this agent's lease runs out, and is then retried.
+func (r *run) report(ctx context.Context, res engine.Result) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	b := newBackoff()
+	for {
+		err := r.a.cfg.Control.Finish(ctx, r.a.cfg.Info.ID, r.at.ID, res)
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			r.a.log.Error("could not report the result of an attempt", "attempt", r.at.ID, "state", res.State, "err", err)
+			return
+		}
+		r.a.log.Warn("report result failed; trying again", "attempt", r.at.ID, "err", err)
+		b.wait(ctx)
+	}
+}
+
+// durationOption reads a profile duration option, which arrives as a
+// time.Duration, a number of nanoseconds (after JSON) or a string.
+func durationOption(v any, def time.Duration) time.Duration {
+	switch x := v.(type) {
+	case time.Duration:
+		return x
+	case float64:
+		return time.Duration(x)
+	case int:
+		return time.Duration(x)
+	case string:
+		if d, err := spec.ParseDuration(x); err == nil {
+			return d
+		}
+	}
+	return def
+}

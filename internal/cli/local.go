@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dray-dev/dray/internal/blob"
+	"github.com/dray-dev/dray/internal/control"
+	"github.com/dray-dev/dray/internal/spec"
+	"github.com/dray-dev/dray/internal/store"
+	"github.com/dray-dev/dray/internal/store/sqlite"
+)
+
+// StateDir is where a project keeps its local state, under the project folder.
+const StateDir = ".dray"
+
+// DefaultStorage is the blob storage of a project that names none.
+const DefaultStorage = "file://.dray/storage"
+
+// projectDir returns the absolute project folder.
+func (e *env) projectDir() (string, error) {
+	dir, err := filepath.Abs(e.dir)
+	if err != nil {
+		return "", badInputf("--dir %s: %v", e.dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() {
+		return "", badInputf("--dir %s: not a folder", e.dir)
+	}
+	return dir, nil
+}
+
+// loadProject loads the project folder.
+func (e *env) loadProject() (*spec.Project, string, error) {
+	dir, err := e.projectDir()
+	if err != nil {
+		return nil, "", err
+	}
+	proj, err := spec.Load(os.DirFS(dir))
+	if err != nil {
+		return nil, "", fmt.Errorf("load project %s: %w", dir, err)
+	}
+	return proj, dir, nil
+}
+
+// state is a project's local state: its store, blob storage and control service.
+type state struct {
+	dir    string
+	store  *sqlite.Store
+	bucket *blob.Bucket
+	svc    *control.Service
+}
+
+// openState opens the project's local state under .dray/. storage is the
+// project's storage URL (DefaultStorage when empty).
+func (e *env) openState(ctx context.Context, dir, storage string) (*state, error) {
+	path := e.getenv("DRAY_DB")
+	if path == "" {
+		path = filepath.Join(dir, StateDir, "dray.db")
+	}
+	opts := sqlite.Options{}
+	if v := e.getenv("DRAY_SQLITE_BUSY_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, badInputf("DRAY_SQLITE_BUSY_TIMEOUT=%s: want a duration such as 5s", v)
+		}
+		opts.BusyTimeout = d
+	}
+	st, err := sqlite.Open(ctx, path, opts)
+	if err != nil {
+		return nil, stateError(err)
+	}
+	if storage == "" {
+		storage = DefaultStorage
+	}
+	bucket, err := blob.Open(ctx, storage, dir)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	svc := control.New(control.Config{Store: st, Blob: bucket, Logger: e.log, Host: control.Hostname()})
+	return &state{dir: dir, store: st, bucket: bucket, svc: svc}, nil
+}
+
+// openStateFor opens the local state of the project in --dir, reading its
+// storage setting from dray.yaml when it can.
+func (e *env) openStateFor(ctx context.Context) (*state, error) {
+	dir, err := e.projectDir()
+	if err != nil {
+		return nil, err
+	}
+	storage := ""
+	if proj, err := spec.Load(os.DirFS(dir)); err == nil && proj.Config != nil {
+		storage = proj.Config.Storage
+	}
+	return e.openState(ctx, dir, storage)
+}
+
+func (s *state) close() {
+	s.svc.Close()
+	s.bucket.Close()
+	s.store.Close()
+}
+
+// stateError explains errors of the local state in the user's terms.
+func stateError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrLocked):
+		return fmt.Errorf("%w\n(another dray process holds the database; wait for it, or set DRAY_SQLITE_BUSY_TIMEOUT to wait longer)", err)
+	case errors.Is(err, store.ErrFull):
+		return fmt.Errorf("%w\n(free some disk space: nothing recorded so far is lost, and `dray retry` can finish the run)", err)
+	}
+	return err
+}

@@ -1,0 +1,443 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dray-dev/dray/internal/agent"
+	"github.com/dray-dev/dray/internal/control"
+	"github.com/dray-dev/dray/internal/engine"
+	"github.com/dray-dev/dray/internal/executor"
+	"github.com/dray-dev/dray/internal/executor/local"
+	"github.com/dray-dev/dray/internal/secrets"
+	"github.com/dray-dev/dray/internal/spec"
+	"github.com/dray-dev/dray/internal/store"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// driveOptions are the flags of commands that run a run here.
+type driveOptions struct {
+	json     bool
+	capacity int
+}
+
+func (o *driveOptions) flags(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&o.json, "json", false, "print the run record as JSON on stdout (progress goes to stderr)")
+	cmd.Flags().IntVar(&o.capacity, "capacity", 64, "how many attempts run here at once")
+}
+
+func (e *env) runCmd() *cobra.Command {
+	var opts driveOptions
+	var params []string
+	cmd := &cobra.Command{
+		Use:   "run PIPELINE [-p name=value]...",
+		Short: "Run a pipeline once, here, with live progress; the exit code is the run's result",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.run(cmd.Context(), args[0], params, opts)
+		},
+	}
+	cmd.Flags().StringArrayVarP(&params, "param", "p", nil, "a param value, name=value (repeat for more)")
+	opts.flags(cmd)
+	return cmd
+}
+
+func (e *env) run(ctx context.Context, name string, args []string, opts driveOptions) error {
+	proj, dir, err := e.loadProject()
+	if err != nil {
+		return err
+	}
+	plan, err := proj.Pipeline(name)
+	if err != nil {
+		return err
+	}
+	execs := e.executors()
+	if err := checkExecutors(plan, execs); err != nil {
+		return err
+	}
+	params, err := spec.ParseArgs(plan.Params, args)
+	if err != nil {
+		return err
+	}
+	st, err := e.openState(ctx, dir, proj.Config.Storage)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	st.svc.AddPlan(plan)
+	return e.drive(ctx, st, plan, proj.Config, execs, opts, func(ctx context.Context) (string, error) {
+		r, err := st.svc.Trigger(ctx, plan, control.TriggerRequest{Params: params, Trigger: "manual"})
+		if err != nil {
+			return "", err
+		}
+		return r.ID, nil
+	})
+}
+
+// executors are the executors this process can run attempts with.
+func (e *env) executors() map[string]executor.Executor {
+	return map[string]executor.Executor{spec.ExecLocal: local.New(local.Config{Logger: e.log})}
+}
+
+// checkExecutors refuses a pipeline with tasks this process cannot run.
+func checkExecutors(plan *spec.Pipeline, execs map[string]executor.Executor) error {
+	var bad []string
+	for _, t := range plan.Tasks {
+		if _, ok := execs[t.Executor.Type]; !ok {
+			bad = append(bad, fmt.Sprintf("  %s: %s:%d: executor %s", t.Name, t.Pos.File, t.Pos.Line, describeProfile(t.Executor)))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	have := make([]string, 0, len(execs))
+	for k := range execs {
+		have = append(have, k)
+	}
+	sort.Strings(have)
+	return badInputf("pipeline %s has tasks this dray cannot run here (it runs executors of type %s):\n%s",
+		plan.Name, strings.Join(have, ", "), strings.Join(bad, "\n"))
+}
+
+func describeProfile(p *spec.Profile) string {
+	if p.Name == p.Type {
+		return p.Name
+	}
+	return fmt.Sprintf("%s (type %s)", p.Name, p.Type)
+}
+
+func (e *env) retryCmd() *cobra.Command {
+	var opts driveOptions
+	cmd := &cobra.Command{
+		Use:   "retry RUN",
+		Short: "Run a run's failed and unfinished tasks again, here, keeping what succeeded",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.retry(cmd.Context(), args[0], opts)
+		},
+	}
+	opts.flags(cmd)
+	return cmd
+}
+
+func (e *env) retry(ctx context.Context, prefix string, opts driveOptions) error {
+	st, err := e.openStateFor(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	id, err := st.svc.ResolveRun(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	if pid, alive := st.liveRunner(ctx, id); alive {
+		return fmt.Errorf("run %s is running in another dray process (pid %d): wait for it, or `dray cancel %s`", id, pid, id)
+	}
+	r, err := st.svc.Run(ctx, id)
+	if err != nil {
+		return err
+	}
+	if r.State == engine.RunSucceeded {
+		return badInputf("run %s succeeded: nothing to retry", id)
+	}
+	e.reap(ctx, st, id)
+	execs := e.executors()
+	return e.drive(ctx, st, nil, nil, execs, opts, func(ctx context.Context) (string, error) {
+		return id, st.svc.Retry(ctx, id)
+	})
+}
+
+// reap kills what is left of local processes of a run whose dray process died
+// (its tasks' process groups), before they are run again.
+func (e *env) reap(ctx context.Context, st *state, runID string) {
+	atts, err := st.svc.Attempts(ctx, runID, "")
+	if err != nil {
+		return
+	}
+	loc := local.New(local.Config{Logger: e.log})
+	for _, a := range atts {
+		if a.State.Final() || a.Handle == nil || a.Work == nil || a.Work.ExecutorType != spec.ExecLocal {
+			continue
+		}
+		if _, alive := st.agentAlive(ctx, a.Agent); alive {
+			continue
+		}
+		if _, err := loc.Recover(ctx, &executor.Spec{AttemptID: a.ID}, a.Handle, nil); err != nil && !errors.Is(err, executor.ErrLost) {
+			e.log.Warn("clean up a process of the dead run", "attempt", a.ID, "err", err)
+		}
+	}
+}
+
+// drive runs a run to its end in this process: an agent claims and runs its
+// attempts, a ticker handles retry delays, progress is printed, and Ctrl-C
+// cancels it (twice: forces). begin starts the run (trigger or retry) once
+// events are being listened to.
+func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *spec.Config,
+	execs map[string]executor.Executor, opts driveOptions, begin func(context.Context) (string, error)) error {
+	out, outFile := e.stdout, e.stdout
+	if opts.json {
+		out, outFile = e.stderr, e.stderr
+	}
+	events, stopEvents := st.subscribeAll(ctx)
+	defer stopEvents()
+	runID, err := begin(ctx)
+	if err != nil {
+		return stateError(err)
+	}
+	r, err := st.svc.Run(ctx, runID)
+	if err != nil {
+		return err
+	}
+	if plan == nil {
+		if plan, err = st.plan(ctx, r); err != nil {
+			return err
+		}
+	}
+	if cfg == nil {
+		cfg = plan.Config
+	}
+	if err := checkExecutors(plan, execs); err != nil {
+		return err
+	}
+	resolver, err := secretResolver(cfg, st.dir)
+	if err != nil {
+		return err
+	}
+	tty := isTerminal(outFile)
+	names := make([]string, len(plan.Tasks))
+	for i, t := range plan.Tasks {
+		names[i] = t.Name
+	}
+	prog := newProgress(out, tty, tty && e.getenv("NO_COLOR") == "", names)
+
+	agentCtx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAgent()
+	ag := agent.New(agent.Config{
+		Info: control.AgentInfo{
+			ID: fmt.Sprintf("run-%s-%d", runID, os.Getpid()), Host: control.Hostname(), PID: os.Getpid(),
+			Labels: planLabels(plan), Version: Version, Capacity: opts.capacity, RunID: runID,
+		},
+		Control: st.svc, Executors: execs, Secrets: resolver, Dir: st.dir, Logger: e.log,
+		Poll: time.Second,
+	})
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- ag.Run(agentCtx) }()
+	tickDone := make(chan struct{})
+	go func() {
+		defer close(tickDone)
+		st.ticker(agentCtx, e)
+	}()
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	canceled := 0
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	var final engine.RunState
+	if r.State.Final() {
+		final = r.State
+	}
+	for final == "" {
+		select {
+		case ev := <-events:
+			if ev.RunID != runID {
+				continue
+			}
+			prog.event(ev)
+			if ev.Task == "" && engine.RunState(ev.State).Final() {
+				final = engine.RunState(ev.State)
+			}
+		case <-sigs:
+			canceled++
+			force := canceled > 1
+			if force {
+				fmt.Fprintln(e.stderr, "dray: stopping every task")
+			} else {
+				fmt.Fprintln(e.stderr, "dray: canceling the run (Ctrl-C again to stop cleanup tasks too)")
+			}
+			if err := st.svc.Cancel(context.WithoutCancel(ctx), runID, force); err != nil && !errors.Is(err, engine.ErrRunEnded) {
+				fmt.Fprintf(e.stderr, "dray: cancel: %v\n", err)
+			}
+		case <-poll.C:
+			// Events cover every change made here; this catches one made
+			// by another process (dray cancel).
+			if r, err := st.svc.Run(ctx, runID); err == nil && r.State.Final() {
+				final = r.State
+			}
+		case err := <-agentDone:
+			return fmt.Errorf("agent stopped before the run ended: %w", err)
+		}
+	}
+	stopAgent()
+	if err := <-agentDone; err != nil {
+		e.log.Warn("agent", "err", err)
+	}
+	<-tickDone
+	// Flush events that came with the final one.
+	for drained := false; !drained; {
+		select {
+		case ev := <-events:
+			if ev.RunID == runID && ev.Task != "" {
+				prog.event(ev)
+			}
+		default:
+			drained = true
+		}
+	}
+	rec, err := st.svc.Record(context.WithoutCancel(ctx), runID)
+	if err != nil {
+		return err
+	}
+	prog.summary(rec)
+	if opts.json {
+		if err := writeJSON(e.stdout, rec); err != nil {
+			return err
+		}
+	}
+	switch final {
+	case engine.RunSucceeded:
+		return nil
+	case engine.RunCanceled:
+		return &exitError{code: ExitCanceled}
+	}
+	return &exitError{code: ExitFailed}
+}
+
+// planLabels are every label a task of the plan asks for, so the local agent
+// takes all of them.
+func planLabels(plan *spec.Pipeline) []string {
+	var labels []string
+	for _, t := range plan.Tasks {
+		labels = append(labels, t.Labels...)
+		labels = append(labels, t.Executor.Labels...)
+	}
+	slices.Sort(labels)
+	return slices.Compact(labels)
+}
+
+// secretResolver builds the secret providers dray.yaml configures.
+func secretResolver(cfg *spec.Config, dir string) (*secrets.Resolver, error) {
+	var providers []secrets.Provider
+	for _, p := range cfg.Secrets {
+		switch p.Type {
+		case "env":
+			providers = append(providers, secrets.NewEnv(p.Prefix))
+		case "file":
+			path := p.Path
+			if !strings.HasPrefix(path, "/") {
+				path = dir + "/" + path
+			}
+			providers = append(providers, secrets.NewFile(path))
+		default:
+			return nil, badInputf("dray.yaml: secret provider %q is not supported here", p.Type)
+		}
+	}
+	return secrets.NewResolver(providers...), nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// subscribeAll listens to every event of the service until stop is called.
+func (s *state) subscribeAll(ctx context.Context) (<-chan engine.Event, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	return s.svc.Subscribe(ctx, ""), cancel
+}
+
+// ticker does the service's time-driven work (retry delays, dead agents)
+// until ctx ends, waking when the next retry is due.
+func (s *state) ticker(ctx context.Context, e *env) {
+	for ctx.Err() == nil {
+		next, err := s.svc.Tick(ctx)
+		if err != nil && ctx.Err() == nil {
+			e.log.Warn("tick", "err", err)
+		}
+		wait := time.Second
+		if !next.IsZero() {
+			wait = min(wait, max(time.Until(next), time.Millisecond))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+}
+
+// plan returns the pipeline a run started with.
+func (s *state) plan(ctx context.Context, r *engine.Run) (*spec.Pipeline, error) {
+	var plan *spec.Pipeline
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		sources, err := tx.Spec(ctx, r.SpecHash)
+		if err != nil {
+			return err
+		}
+		plan, err = spec.LoadSnapshot(sources, r.Pipeline)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pipeline of run %s: %w", r.ID, err)
+	}
+	s.svc.AddPlan(plan)
+	return plan, nil
+}
+
+// liveRunner reports whether a dray process on this host is driving the run.
+func (s *state) liveRunner(ctx context.Context, runID string) (int, bool) {
+	var agents []*store.Agent
+	s.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		agents, err = tx.Agents(ctx)
+		return err
+	})
+	for _, a := range agents {
+		if strings.HasPrefix(a.ID, "run-"+runID+"-") && a.State != control.AgentStopped {
+			if pid, alive := s.agentAlive(ctx, a.ID); alive {
+				return pid, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// agentAlive reports whether an agent is alive: its process exists (on this
+// host) or its heartbeat is fresh (elsewhere).
+func (s *state) agentAlive(ctx context.Context, id string) (int, bool) {
+	var a *store.Agent
+	if err := s.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		a, err = tx.Agent(ctx, id)
+		return err
+	}); err != nil {
+		return 0, false
+	}
+	if a.State == control.AgentStopped {
+		return a.PID, false
+	}
+	if a.Host == control.Hostname() {
+		return a.PID, syscall.Kill(a.PID, 0) == nil
+	}
+	return a.PID, time.Since(a.HeartbeatAt) < 30*time.Second
+}

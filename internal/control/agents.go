@@ -1,0 +1,359 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/dray-dev/dray/internal/engine"
+	"github.com/dray-dev/dray/internal/store"
+)
+
+// AgentInfo describes an agent when it registers.
+type AgentInfo struct {
+	ID        string
+	Host      string
+	PID       int
+	Labels    []string
+	Executors []string
+	Version   string
+	Capacity  int
+	// RunID limits the agent to one run's attempts (the agent of `dray run`).
+	RunID string
+}
+
+// Agent states.
+const (
+	AgentActive   = "active"
+	AgentCordoned = "cordoned"
+	AgentStopped  = "stopped"
+)
+
+// ErrAgentStopped is returned to an agent that was declared gone: its
+// attempts were handed to others, so it must register again.
+var ErrAgentStopped = errors.New("agent was declared stopped")
+
+// Register records an agent as active.
+func (s *Service) Register(ctx context.Context, info AgentInfo) error {
+	now := s.now()
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		return tx.PutAgent(ctx, &store.Agent{
+			ID: info.ID, Host: info.Host, PID: info.PID, Labels: info.Labels, Executors: info.Executors,
+			Version: info.Version, Capacity: info.Capacity, StartedAt: now, HeartbeatAt: now, State: AgentActive,
+		})
+	})
+}
+
+// Claim claims up to slots attempts for an agent. When none is claimable it
+// waits up to wait for one to be queued (a long poll), and returns none if
+// none came.
+func (s *Service) Claim(ctx context.Context, info AgentInfo, slots int, wait time.Duration) ([]*engine.Attempt, error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		// Take the signal before looking, so a queue between the look and the
+		// wait is not missed.
+		queued, _ := s.signals()
+		got, err := s.claimOnce(ctx, info, slots)
+		if err != nil || len(got) > 0 || wait <= 0 {
+			return got, err
+		}
+		select {
+		case <-queued:
+		case <-timer.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Service) claimOnce(ctx context.Context, info AgentInfo, slots int) ([]*engine.Attempt, error) {
+	var got []*engine.Attempt
+	var out changes
+	now := s.now()
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		got, out = nil, changes{}
+		ag, err := tx.Agent(ctx, info.ID)
+		if err != nil {
+			return fmt.Errorf("claim for agent %s: %w", info.ID, err)
+		}
+		switch ag.State {
+		case AgentStopped:
+			return fmt.Errorf("agent %s: %w", info.ID, ErrAgentStopped)
+		case AgentCordoned:
+			return nil
+		}
+		got, err = tx.Claim(ctx, store.Claim{Agent: info.ID, Labels: ag.Labels, Executors: ag.Executors, RunID: info.RunID, Limit: slots, Now: now})
+		if err != nil {
+			return err
+		}
+		for _, a := range got {
+			if a.Number == 1 || a.Index != 0 {
+				continue
+			}
+			// The first claim after a retry delay: the task runs again.
+			t, err := tx.Task(ctx, a.RunID, a.Task)
+			if err != nil {
+				return err
+			}
+			if t.State == engine.TaskRetrying {
+				t.State, t.Reason = engine.TaskRunning, ""
+				if err := tx.PutTasks(ctx, []*engine.Task{t}); err != nil {
+					return err
+				}
+				out.events = append(out.events, engine.Event{Time: now, RunID: a.RunID, Task: a.Task, Index: -1, Attempt: a.Number, State: string(engine.TaskRunning)})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.after(out)
+	return got, nil
+}
+
+// Started records that an attempt's process (container, task) started, with
+// the executor handle to re-attach to it.
+func (s *Service) Started(ctx context.Context, agentID string, attemptID int64, handle []byte, at time.Time) error {
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		a, err := s.agentAttempt(ctx, tx, agentID, attemptID)
+		if err != nil {
+			return err
+		}
+		if a.State != engine.AttemptClaimed {
+			return nil
+		}
+		a.State, a.StartedAt, a.Handle = engine.AttemptRunning, at.UTC().Truncate(time.Microsecond), handle
+		return tx.UpdateAttempt(ctx, a)
+	})
+}
+
+// agentAttempt reads an attempt and checks that the agent holds it.
+func (s *Service) agentAttempt(ctx context.Context, tx store.Tx, agentID string, attemptID int64) (*engine.Attempt, error) {
+	a, err := tx.Attempt(ctx, attemptID)
+	if err != nil {
+		return nil, err
+	}
+	if agentID != "" && a.Agent != agentID {
+		return nil, fmt.Errorf("attempt %d belongs to agent %q, not %q: %w", attemptID, a.Agent, agentID, store.ErrConflict)
+	}
+	return a, nil
+}
+
+// AppendLogs records log lines of an attempt; lines already recorded (by Seq)
+// are ignored, so a batch may be sent again.
+func (s *Service) AppendLogs(ctx context.Context, attemptID int64, lines []store.LogLine) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	return s.store.Update(ctx, func(tx store.Tx) error { return tx.AppendLogs(ctx, attemptID, lines) })
+}
+
+// Finish records how an attempt ended and advances its run. Reporting an
+// attempt that has ended already is not an error, so a report may be sent again.
+func (s *Service) Finish(ctx context.Context, agentID string, attemptID int64, res engine.Result) error {
+	var out changes
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		out = changes{}
+		return s.finish(ctx, tx, agentID, attemptID, res, &out)
+	})
+	if err != nil {
+		return fmt.Errorf("record result of attempt %d: %w", attemptID, err)
+	}
+	s.after(out)
+	return nil
+}
+
+func (s *Service) finish(ctx context.Context, tx store.Tx, agentID string, attemptID int64, res engine.Result, out *changes) error {
+	a, err := s.agentAttempt(ctx, tx, agentID, attemptID)
+	if err != nil {
+		return err
+	}
+	if a.State.Final() {
+		return nil
+	}
+	return s.advance(ctx, tx, a.RunID, false, out, func(e *engine.Engine) (*engine.Step, error) { return e.Finish(a, res) })
+}
+
+// Heartbeat records that an agent is alive and returns which of its attempts
+// it must stop. When there is none it waits up to wait for a cancel (a long
+// poll), so a cancel reaches the agent at once.
+func (s *Service) Heartbeat(ctx context.Context, agentID string, wait time.Duration) ([]int64, error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	beat := true
+	for {
+		_, cancels := s.signals()
+		ids, err := s.heartbeatOnce(ctx, agentID, beat)
+		beat = false
+		if err != nil || len(ids) > 0 || wait <= 0 {
+			return ids, err
+		}
+		select {
+		case <-cancels:
+		case <-timer.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Service) heartbeatOnce(ctx context.Context, agentID string, beat bool) ([]int64, error) {
+	var ids []int64
+	read := s.store.View
+	if beat {
+		read = s.store.Update
+	}
+	err := read(ctx, func(tx store.Tx) error {
+		ids = nil
+		ag, err := tx.Agent(ctx, agentID)
+		if err != nil {
+			return fmt.Errorf("heartbeat of agent %s: %w", agentID, err)
+		}
+		if ag.State == AgentStopped {
+			return fmt.Errorf("agent %s: %w", agentID, ErrAgentStopped)
+		}
+		if beat {
+			ag.HeartbeatAt = s.now()
+			if err := tx.PutAgent(ctx, ag); err != nil {
+				return err
+			}
+		}
+		mine, err := tx.Attempts(ctx, store.AttemptFilter{Agent: agentID, States: []engine.AttemptState{engine.AttemptClaimed, engine.AttemptRunning}})
+		if err != nil {
+			return err
+		}
+		for _, a := range mine {
+			if a.CancelRequested {
+				ids = append(ids, a.ID)
+			}
+		}
+		return nil
+	})
+	return ids, err
+}
+
+// Deregister marks an agent stopped. Attempts it still holds are lost, and
+// retried like failures.
+func (s *Service) Deregister(ctx context.Context, agentID string) error {
+	return s.stopAgent(ctx, agentID, "its agent stopped before it ended")
+}
+
+// Sweep declares agents gone whose heartbeat is older than the lease, or whose
+// process on this host has exited, and marks their attempts lost.
+func (s *Service) Sweep(ctx context.Context) error {
+	var agents []*store.Agent
+	if err := s.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		agents, err = tx.Agents(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	now := s.now()
+	for _, ag := range agents {
+		if ag.State == AgentStopped {
+			continue
+		}
+		var why string
+		switch {
+		case s.cfg.Host != "" && ag.Host == s.cfg.Host && ag.PID > 0 && !processAlive(ag.PID):
+			why = fmt.Sprintf("agent %s is gone (its process %d on %s has exited)", ag.ID, ag.PID, ag.Host)
+		case now.Sub(ag.HeartbeatAt) > s.cfg.AgentLease:
+			why = fmt.Sprintf("agent %s stopped heartbeating %s ago", ag.ID, now.Sub(ag.HeartbeatAt).Round(time.Second))
+		default:
+			continue
+		}
+		s.log.Warn("agent lost", "agent", ag.ID, "reason", why)
+		if err := s.stopAgent(ctx, ag.ID, why); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stopAgent marks an agent stopped and its unfinished attempts lost.
+func (s *Service) stopAgent(ctx context.Context, agentID, why string) error {
+	var out changes
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		out = changes{}
+		ag, err := tx.Agent(ctx, agentID)
+		if err != nil {
+			return err
+		}
+		ag.State = AgentStopped
+		if err := tx.PutAgent(ctx, ag); err != nil {
+			return err
+		}
+		held, err := tx.Attempts(ctx, store.AttemptFilter{Agent: agentID, States: []engine.AttemptState{engine.AttemptClaimed, engine.AttemptRunning}})
+		if err != nil {
+			return err
+		}
+		for _, a := range held {
+			res := engine.Result{State: engine.AttemptLost, Reason: why}
+			if a.CancelRequested {
+				res = engine.Result{State: engine.AttemptCanceled, Reason: "canceled (" + why + ")"}
+			}
+			if err := s.finish(ctx, tx, "", a.ID, res, &out); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("stop agent %s: %w", agentID, err)
+	}
+	s.after(out)
+	return nil
+}
+
+// processAlive reports whether a process with the pid exists on this host.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// Tick does the time-driven work once: it declares dead agents gone, queues
+// attempts whose retry delay has passed, and seals the logs of ended
+// attempts. It returns when the next retry is due (zero if none).
+func (s *Service) Tick(ctx context.Context) (time.Time, error) {
+	if err := s.Sweep(ctx); err != nil {
+		return time.Time{}, err
+	}
+	var out changes
+	var next time.Time
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		out = changes{}
+		if err := s.admit(ctx, tx, s.now(), &out); err != nil {
+			return err
+		}
+		t, ok, err := tx.NextDue(ctx)
+		if ok {
+			next = t
+		}
+		return err
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("tick: %w", err)
+	}
+	s.after(out)
+	if err := s.sealer.sweep(ctx); err != nil {
+		s.log.Warn("seal logs", "err", err)
+	}
+	return next, nil
+}
+
+// Hostname returns this machine's name for AgentInfo and Config.Host.
+func Hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "localhost"
+	}
+	return h
+}
