@@ -97,10 +97,10 @@ type Run struct {
 	Salt            string
 	CancelRequested bool
 	// Unfinished counts the run's tasks that have not ended.
-	Unfinished      int
-	CreatedAt       time.Time
-	StartedAt       time.Time
-	EndedAt         time.Time
+	Unfinished int
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	EndedAt    time.Time
 }
 
 // Task is the state of one task in one run.

@@ -138,43 +138,74 @@ func numbers(v any) any {
 }
 
 // Normalize converts a value an expression returned (which may be []int, a struct
-// or another Go type) into the JSON shape of Vars.
+// or another Go type) into the JSON shape of Vars. It never modifies v: values
+// that are already in shape are returned as they are, so shared (cached)
+// values can be evaluated over concurrently.
 func Normalize(v any) (any, error) {
+	out, _, err := normalize(v)
+	return out, err
+}
+
+// normalize returns the value in shape and whether it differs from v.
+func normalize(v any) (any, bool, error) {
 	switch x := v.(type) {
 	case nil, string, bool, int:
-		return v, nil
+		return v, false, nil
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return nil, fmt.Errorf("number %v cannot be represented in JSON", x)
+			return nil, false, fmt.Errorf("number %v cannot be represented in JSON", x)
 		}
 		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
-			return int(x), nil
+			return int(x), true, nil
 		}
-		return x, nil
+		return x, false, nil
 	case map[string]any:
+		var out map[string]any
 		for k, e := range x {
-			n, err := Normalize(e)
+			n, changed, err := normalize(e)
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
-			x[k] = n
+			if changed && out == nil {
+				out = make(map[string]any, len(x))
+				for k2, e2 := range x {
+					out[k2] = e2
+				}
+			}
+			if out != nil {
+				out[k] = n
+			}
 		}
-		return x, nil
+		if out == nil {
+			return x, false, nil
+		}
+		return out, true, nil
 	case []any:
+		var out []any
 		for i, e := range x {
-			n, err := Normalize(e)
+			n, changed, err := normalize(e)
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
-			x[i] = n
+			if changed && out == nil {
+				out = make([]any, len(x))
+				copy(out, x)
+			}
+			if out != nil {
+				out[i] = n
+			}
 		}
-		return x, nil
+		if out == nil {
+			return x, false, nil
+		}
+		return out, true, nil
 	}
 	data, err := Marshal(v)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return Decode(data)
+	out, err := Decode(data)
+	return out, true, err
 }
 
 // Describe names a value's JSON type for error messages ("a string \"x\"").

@@ -152,8 +152,8 @@ type AttemptFilter struct {
 	HasIndex bool // select only instance Index
 	Index    int
 	Agent    string
-	States []engine.AttemptState
-	Limit  int
+	States   []engine.AttemptState
+	Limit    int
 }
 
 // Claim says who claims attempts and which they may take.
