@@ -26,7 +26,9 @@ type Control interface {
 	Claim(ctx context.Context, info control.AgentInfo, slots int, wait time.Duration) ([]*engine.Attempt, error)
 	Started(ctx context.Context, agentID string, attemptID int64, handle []byte, at time.Time) error
 	AppendLogs(ctx context.Context, attemptID int64, lines []store.LogLine) error
-	Finish(ctx context.Context, agentID string, attemptID int64, res engine.Result) error
+	// Finish reports a result and, when claim > 0, claims up to that many
+	// attempts for the slot the attempt held.
+	Finish(ctx context.Context, info control.AgentInfo, attemptID int64, res engine.Result, claim int) ([]*engine.Attempt, error)
 	Heartbeat(ctx context.Context, agentID string, wait time.Duration) ([]int64, error)
 	Deregister(ctx context.Context, agentID string) error
 }
@@ -58,10 +60,11 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	running map[int64]*run
-	freed   chan struct{} // a slot freed
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	running  map[int64]*run
+	draining bool          // no more claims
+	freed    chan struct{} // a slot freed
+	wg       sync.WaitGroup
 }
 
 // New returns an agent.
@@ -104,6 +107,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.heartbeats(ctx)
 	}()
 	err := a.claimLoop(ctx, runCtx)
+	a.mu.Lock()
+	a.draining = true
+	a.mu.Unlock()
 	a.drain()
 	<-hbDone
 	stopRuns()

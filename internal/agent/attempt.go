@@ -24,10 +24,17 @@ const (
 	stopShutdown
 )
 
+// startedDelay is how long an attempt runs before its start is reported on
+// its own; a shorter one reports it with its result.
+const startedDelay = 50 * time.Millisecond
+
 // run is one attempt this agent is running.
 type run struct {
 	a  *Agent
 	at *engine.Attempt
+	// startedAt and handle are set once the executor started the attempt.
+	startedAt time.Time
+	handle    []byte
 
 	mu     sync.Mutex
 	reason stopReason
@@ -42,9 +49,13 @@ func (a *Agent) start(ctx context.Context, at *engine.Attempt) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		defer a.release(at.ID)
 		res := r.execute(ctx)
-		r.report(ctx, res)
+		next := r.report(ctx, res)
+		// The next attempts take over this one's slot.
+		for _, n := range next {
+			a.start(ctx, n)
+		}
+		a.release(at.ID)
 	}()
 }
 
@@ -103,9 +114,14 @@ func (r *run) execute(ctx context.Context) engine.Result {
 		return failed(err.Error())
 	}
 	start := time.Now()
-	if err := r.a.cfg.Control.Started(ctx, r.a.cfg.Info.ID, at.ID, h.State(), start); err != nil {
-		log.Warn("report started", "err", err)
-	}
+	r.startedAt, r.handle = start, h.State()
+	// A short task reports its start with its result: one write instead of two.
+	startedReport := time.AfterFunc(startedDelay, func() {
+		if err := r.a.cfg.Control.Started(ctx, r.a.cfg.Info.ID, at.ID, r.handle, start); err != nil {
+			log.Warn("report started", "err", err)
+		}
+	})
+	defer startedReport.Stop()
 	type waited struct {
 		res executor.Result
 		err error
@@ -186,6 +202,7 @@ func (r *run) spec(secrets map[string]string) *executor.Spec {
 	env["DRAY_PIPELINE"] = at.Pipeline
 	env["DRAY_TASK"] = at.Task
 	env["DRAY_ATTEMPT"] = strconv.Itoa(at.Number)
+	env["DRAY_ATTEMPT_ID"] = strconv.FormatInt(at.ID, 10)
 	env["DRAY_PARAMS"] = string(w.Params)
 	if w.Item != nil {
 		env["DRAY_ITEM"] = string(w.Item)
@@ -211,21 +228,29 @@ func (r *run) spec(secrets map[string]string) *executor.Spec {
 	}
 }
 
-// report tells the control plane how the attempt ended, trying again for a
-// while when it cannot be reached. If it never can, the attempt stays running
-// there until this agent's lease runs out, and is then retried.
-func (r *run) report(ctx context.Context, res engine.Result) {
+// report tells the control plane how the attempt ended and claims the
+// attempts that take over its slot, trying again for a while when the control
+// plane cannot be reached. If it never can, the attempt stays running there
+// until this agent's lease runs out, and is then retried.
+func (r *run) report(ctx context.Context, res engine.Result) []*engine.Attempt {
+	res.StartedAt, res.Handle = r.startedAt, r.handle
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	b := newBackoff()
 	for {
-		err := r.a.cfg.Control.Finish(ctx, r.a.cfg.Info.ID, r.at.ID, res)
+		claim := 1
+		r.a.mu.Lock()
+		if r.a.draining {
+			claim = 0
+		}
+		r.a.mu.Unlock()
+		next, err := r.a.cfg.Control.Finish(ctx, r.a.cfg.Info, r.at.ID, res, claim)
 		if err == nil {
-			return
+			return next
 		}
 		if ctx.Err() != nil {
 			r.a.log.Error("could not report the result of an attempt", "attempt", r.at.ID, "state", res.State, "err", err)
-			return
+			return nil
 		}
 		r.a.log.Warn("report result failed; trying again", "attempt", r.at.ID, "err", err)
 		b.wait(ctx)

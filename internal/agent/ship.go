@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,12 +87,8 @@ func (s *shipper) outputLine(text string) {
 		return
 	}
 	raw := text[len(OutputMarker):]
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(raw), &obj); err != nil || obj == nil {
-		why := "not a JSON object"
-		if err != nil {
-			why = "invalid JSON: " + err.Error()
-		}
+	obj, why := object([]byte(raw))
+	if why != "" {
 		s.outputErr = fmt.Errorf("stdout line %d: %s is %s: %s", s.stdoutN, OutputMarker, why, clip(text, 200))
 		return
 	}
@@ -101,6 +98,24 @@ func (s *shipper) outputLine(text string) {
 	for k, v := range obj {
 		s.marked[k] = v
 	}
+}
+
+// object decodes a JSON object, or says why data is not one.
+func object(data []byte) (map[string]json.RawMessage, string) {
+	data = bytes.TrimSpace(data)
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, "invalid JSON (" + err.Error() + ")"
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
+		kind := map[byte]string{'[': "a list", '"': "a string", 'n': "null", 't': "a boolean", 'f': "a boolean"}[data[0]]
+		if kind == "" {
+			kind = "a number"
+		}
+		return nil, "not a JSON object but " + kind
+	}
+	return obj, ""
 }
 
 func clip(s string, n int) string {
@@ -191,13 +206,9 @@ func (s *shipper) outputs(res executor.Result) (json.RawMessage, error) {
 	}
 	merged := s.marked
 	if len(bytes.TrimSpace(res.Outputs)) > 0 {
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(res.Outputs, &obj); err != nil || obj == nil {
-			why := "not a JSON object"
-			if err != nil {
-				why = "invalid JSON: " + err.Error()
-			}
-			return nil, fmt.Errorf("outputs in $DRAY_OUTPUT are %s: %s", why, clip(string(res.Outputs), 200))
+		obj, why := object(res.Outputs)
+		if why != "" {
+			return nil, fmt.Errorf("outputs in $DRAY_OUTPUT are %s: %s", why, clip(string(bytes.TrimSpace(res.Outputs)), 200))
 		}
 		if merged == nil {
 			merged = map[string]json.RawMessage{}
@@ -221,11 +232,14 @@ func (s *shipper) outputs(res executor.Result) (json.RawMessage, error) {
 
 // size formats a byte count: 1.5 MiB, 800 KiB, 12 bytes.
 func size(n int64) string {
+	f := func(v float64, unit string) string {
+		return strings.TrimSuffix(fmt.Sprintf("%.1f", v), ".0") + " " + unit
+	}
 	switch {
 	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+		return f(float64(n)/(1<<20), "MiB")
 	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+		return f(float64(n)/(1<<10), "KiB")
 	}
 	return fmt.Sprintf("%d bytes", n)
 }

@@ -152,6 +152,11 @@ func (e *env) retry(ctx context.Context, prefix string, opts driveOptions) error
 		return badInputf("run %s succeeded: nothing to retry", id)
 	}
 	e.reap(ctx, st, id)
+	// Declare the dead process's agent gone now, so its lost attempts are
+	// settled before the retry's progress is shown.
+	if err := st.svc.Sweep(ctx); err != nil {
+		return stateError(err)
+	}
 	execs := e.executors()
 	return e.drive(ctx, st, nil, nil, execs, opts, func(ctx context.Context) (string, error) {
 		return id, st.svc.Retry(ctx, id)
@@ -167,14 +172,21 @@ func (e *env) reap(ctx context.Context, st *state, runID string) {
 	}
 	loc := local.New(local.Config{Logger: e.log})
 	for _, a := range atts {
-		if a.State.Final() || a.Handle == nil || a.Work == nil || a.Work.ExecutorType != spec.ExecLocal {
+		if a.State.Final() || a.Work == nil || a.Work.ExecutorType != spec.ExecLocal || a.Agent == "" {
 			continue
 		}
 		if _, alive := st.agentAlive(ctx, a.Agent); alive {
 			continue
 		}
-		if _, err := loc.Recover(ctx, &executor.Spec{AttemptID: a.ID}, a.Handle, nil); err != nil && !errors.Is(err, executor.ErrLost) {
-			e.log.Warn("clean up a process of the dead run", "attempt", a.ID, "err", err)
+		if a.Handle != nil {
+			if _, err := loc.Recover(ctx, &executor.Spec{AttemptID: a.ID}, a.Handle, nil); err != nil && !errors.Is(err, executor.ErrLost) {
+				e.log.Warn("clean up a process of the dead run", "attempt", a.ID, "err", err)
+			}
+		}
+		if n, err := local.Reap(a.ID); err != nil {
+			e.log.Warn("clean up processes of the dead run", "attempt", a.ID, "err", err)
+		} else if n > 0 {
+			e.log.Info("killed processes the dead run left behind", "attempt", a.ID, "processes", n)
 		}
 	}
 }
@@ -257,7 +269,11 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 			}
 			prog.event(ev)
 			if ev.Task == "" && engine.RunState(ev.State).Final() {
-				final = engine.RunState(ev.State)
+				// An event from before begin (a sweep that ended the run just
+				// before a retry restarted it) is not the end: ask the store.
+				if r, err := st.svc.Run(ctx, runID); err == nil && r.State.Final() {
+					final = r.State
+				}
 			}
 		case <-sigs:
 			canceled++
@@ -380,6 +396,7 @@ func (s *state) ticker(ctx context.Context, e *env) {
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+		case <-s.svc.Timers():
 		case <-ctx.Done():
 		}
 		t.Stop()

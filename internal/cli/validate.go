@@ -38,7 +38,11 @@ func (e *env) validateCmd() *cobra.Command {
 				return nil
 			}
 			if len(proj.Errors) > 0 {
-				return badInput(fmt.Errorf("%w\n%d problems", proj.Errors, len(proj.Errors)))
+				noun := "problems"
+				if len(proj.Errors) == 1 {
+					noun = "problem"
+				}
+				return badInput(fmt.Errorf("%w\n%d %s", proj.Errors, len(proj.Errors), noun))
 			}
 			fmt.Fprintf(e.stdout, "ok: %d pipelines\n", len(proj.Pipelines))
 			return nil

@@ -74,46 +74,53 @@ func (s *Service) Claim(ctx context.Context, info AgentInfo, slots int, wait tim
 func (s *Service) claimOnce(ctx context.Context, info AgentInfo, slots int) ([]*engine.Attempt, error) {
 	var got []*engine.Attempt
 	var out changes
-	now := s.now()
 	err := s.store.Update(ctx, func(tx store.Tx) error {
-		got, out = nil, changes{}
-		ag, err := tx.Agent(ctx, info.ID)
-		if err != nil {
-			return fmt.Errorf("claim for agent %s: %w", info.ID, err)
-		}
-		switch ag.State {
-		case AgentStopped:
-			return fmt.Errorf("agent %s: %w", info.ID, ErrAgentStopped)
-		case AgentCordoned:
-			return nil
-		}
-		got, err = tx.Claim(ctx, store.Claim{Agent: info.ID, Labels: ag.Labels, Executors: ag.Executors, RunID: info.RunID, Limit: slots, Now: now})
-		if err != nil {
-			return err
-		}
-		for _, a := range got {
-			if a.Number == 1 || a.Index != 0 {
-				continue
-			}
-			// The first claim after a retry delay: the task runs again.
-			t, err := tx.Task(ctx, a.RunID, a.Task)
-			if err != nil {
-				return err
-			}
-			if t.State == engine.TaskRetrying {
-				t.State, t.Reason = engine.TaskRunning, ""
-				if err := tx.PutTasks(ctx, []*engine.Task{t}); err != nil {
-					return err
-				}
-				out.events = append(out.events, engine.Event{Time: now, RunID: a.RunID, Task: a.Task, Index: -1, Attempt: a.Number, State: string(engine.TaskRunning)})
-			}
-		}
-		return nil
+		out = changes{}
+		var err error
+		got, err = s.claim(ctx, tx, info, slots, &out)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.after(out)
+	return got, nil
+}
+
+// claim claims attempts for an agent inside tx.
+func (s *Service) claim(ctx context.Context, tx store.Tx, info AgentInfo, slots int, out *changes) ([]*engine.Attempt, error) {
+	now := s.now()
+	ag, err := tx.Agent(ctx, info.ID)
+	if err != nil {
+		return nil, fmt.Errorf("claim for agent %s: %w", info.ID, err)
+	}
+	switch ag.State {
+	case AgentStopped:
+		return nil, fmt.Errorf("agent %s: %w", info.ID, ErrAgentStopped)
+	case AgentCordoned:
+		return nil, nil
+	}
+	got, err := tx.Claim(ctx, store.Claim{Agent: info.ID, Labels: ag.Labels, Executors: ag.Executors, RunID: info.RunID, Limit: slots, Now: now})
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range got {
+		if a.Number == 1 || a.Index != 0 {
+			continue
+		}
+		// The first claim after a retry delay: the task runs again.
+		t, err := tx.Task(ctx, a.RunID, a.Task)
+		if err != nil {
+			return nil, err
+		}
+		if t.State == engine.TaskRetrying {
+			t.State, t.Reason = engine.TaskRunning, ""
+			if err := tx.PutTasks(ctx, []*engine.Task{t}); err != nil {
+				return nil, err
+			}
+			out.events = append(out.events, engine.Event{Time: now, RunID: a.RunID, Task: a.Task, Index: -1, Attempt: a.Number, State: string(engine.TaskRunning)})
+		}
+	}
 	return got, nil
 }
 
@@ -154,19 +161,38 @@ func (s *Service) AppendLogs(ctx context.Context, attemptID int64, lines []store
 	return s.store.Update(ctx, func(tx store.Tx) error { return tx.AppendLogs(ctx, attemptID, lines) })
 }
 
-// Finish records how an attempt ended and advances its run. Reporting an
-// attempt that has ended already is not an error, so a report may be sent again.
-func (s *Service) Finish(ctx context.Context, agentID string, attemptID int64, res engine.Result) error {
+// Finish records how an attempt ended and advances its run. When claim > 0
+// it also claims up to that many attempts for the agent in the same
+// transaction (the slot the attempt held), so a chain of tasks costs one
+// transaction a step. Reporting an attempt that has ended already is not an
+// error, so a report may be sent again.
+func (s *Service) Finish(ctx context.Context, info AgentInfo, attemptID int64, res engine.Result, claim int) ([]*engine.Attempt, error) {
 	var out changes
+	var got []*engine.Attempt
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		out = changes{}
-		return s.finish(ctx, tx, agentID, attemptID, res, &out)
+		if err := s.finish(ctx, tx, info.ID, attemptID, res, &out); err != nil {
+			return err
+		}
+		if claim <= 0 {
+			return nil
+		}
+		var err error
+		got, err = s.claim(ctx, tx, info, claim, &out)
+		if errors.Is(err, ErrAgentStopped) {
+			return nil
+		}
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("record result of attempt %d: %w", attemptID, err)
+		return nil, fmt.Errorf("record result of attempt %d: %w", attemptID, err)
+	}
+	if len(got) >= out.queuedN {
+		// This agent took everything that became claimable: no one to wake.
+		out.queued = false
 	}
 	s.after(out)
-	return nil
+	return got, nil
 }
 
 func (s *Service) finish(ctx context.Context, tx store.Tx, agentID string, attemptID int64, res engine.Result, out *changes) error {
@@ -270,7 +296,7 @@ func (s *Service) Sweep(ctx context.Context) error {
 		default:
 			continue
 		}
-		s.log.Warn("agent lost", "agent", ag.ID, "reason", why)
+		s.log.Info("agent lost", "agent", ag.ID, "reason", why)
 		if err := s.stopAgent(ctx, ag.ID, why); err != nil {
 			return err
 		}

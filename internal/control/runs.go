@@ -136,7 +136,9 @@ func (s *Service) Retry(ctx context.Context, runID string) error {
 type changes struct {
 	events   []engine.Event
 	queued   bool // attempts became claimable
+	queuedN  int  // how many
 	cancels  bool // attempts were asked to stop
+	timers   bool // attempts wait for a time
 	ended    []int64
 	runEnded bool
 }
@@ -147,6 +149,12 @@ func (s *Service) after(c changes) {
 	s.publish(c.events)
 	if c.queued || c.cancels {
 		s.wake(c.queued, c.cancels)
+	}
+	if c.timers {
+		select {
+		case s.timers <- struct{}{}:
+		default:
+		}
 	}
 	for _, id := range c.ended {
 		s.sealer.add(id)
@@ -215,8 +223,11 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, plan *spec.Pipeline, r
 		switch {
 		case a.State == engine.AttemptQueued:
 			out.queued = true
+			out.queuedN++
 		case a.State == engine.AttemptPending && !a.NotBefore.After(now):
 			admit = true
+		case a.State == engine.AttemptPending:
+			out.timers = true
 		case a.CancelRequested && !a.State.Final():
 			out.cancels = true
 		case a.State.Final():
@@ -295,6 +306,7 @@ func (s *Service) admit(ctx context.Context, tx store.Tx, now time.Time, out *ch
 		if err := tx.UpdateAttempt(ctx, a); err != nil {
 			return err
 		}
+		out.queuedN++
 		if a.Pool != "" {
 			active["pool:"+a.Pool]++
 		}
@@ -330,10 +342,26 @@ func (s *Service) startQueued(ctx context.Context, tx store.Tx, plan *spec.Pipel
 	return nil
 }
 
-// ResolveRun returns the full id of the run whose id starts with prefix.
+// LastRun names the newest run where a run id is expected. Run ids never
+// contain an "l", so it is no id's prefix.
+const LastRun = "last"
+
+// ResolveRun returns the full id of the run whose id starts with prefix, or
+// of the newest run for LastRun.
 func (s *Service) ResolveRun(ctx context.Context, prefix string) (string, error) {
 	var id string
 	err := s.store.View(ctx, func(tx store.Tx) error {
+		if prefix == LastRun {
+			runs, err := tx.Runs(ctx, store.RunFilter{Limit: 1})
+			if err != nil {
+				return err
+			}
+			if len(runs) == 0 {
+				return fmt.Errorf("no runs yet: %w", store.ErrNotFound)
+			}
+			id = runs[0].ID
+			return nil
+		}
 		var err error
 		id, err = tx.ResolveRunID(ctx, prefix)
 		return err

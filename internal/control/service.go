@@ -51,6 +51,8 @@ type Service struct {
 	queued   chan struct{}
 	// cancels is the same for attempts asked to stop.
 	cancels chan struct{}
+	// timers gets a value when an attempt starts waiting for a time.
+	timers chan struct{}
 
 	subsMu sync.Mutex
 	subs   map[*subscription]struct{}
@@ -77,6 +79,7 @@ func New(cfg Config) *Service {
 		outputs: newOutputCache(256),
 		queued:  make(chan struct{}),
 		cancels: make(chan struct{}),
+		timers:  make(chan struct{}, 1),
 		subs:    map[*subscription]struct{}{},
 	}
 	s.sealer.init(s)
@@ -129,6 +132,10 @@ func (s *Service) wake(queued, cancels bool) {
 		s.cancels = make(chan struct{})
 	}
 }
+
+// Timers gets a value when an attempt starts waiting for a retry delay, so a
+// process that calls Tick at the next due time can look again.
+func (s *Service) Timers() <-chan struct{} { return s.timers }
 
 // signals returns the current wake-up channels.
 func (s *Service) signals() (queued, cancels <-chan struct{}) {

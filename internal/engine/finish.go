@@ -19,6 +19,10 @@ type Result struct {
 	Reason   string
 	ExitCode *int
 	Outputs  json.RawMessage // a JSON object; nil for none
+	// StartedAt and Handle say when and as what the attempt started, for an
+	// agent that did not report it separately (a short task).
+	StartedAt time.Time
+	Handle    []byte
 }
 
 // ErrAttemptEnded is returned for a result of an attempt that has ended already.
@@ -83,8 +87,11 @@ func (e *Engine) Finish(a *Attempt, res Result) (*Step, error) {
 	}
 	a.State, a.Reason, a.EndedAt = state, reason, e.now
 	a.ExitCode, a.Outputs = res.ExitCode, res.Outputs
-	if a.StartedAt.IsZero() && state != AttemptCanceled {
-		a.StartedAt = e.now
+	if a.Handle == nil {
+		a.Handle = res.Handle
+	}
+	if a.StartedAt.IsZero() {
+		a.StartedAt = res.StartedAt.UTC().Truncate(time.Microsecond)
 	}
 	e.step.Attempts = append(e.step.Attempts, a)
 	e.endAttempt(t, rt, a)
@@ -106,7 +113,7 @@ func (e *Engine) endAttempt(t *spec.Task, rt *Task, a *Attempt) {
 	if retry {
 		delay := Backoff(t.RetryDelay, a.Number-a.Base, e.v.Run.ID, t.Name, a.Index)
 		next := e.newAttempt(t, a.Index, a.Number+1, a.Base, a.Work, e.now.Add(delay))
-		why := fmt.Sprintf("attempt %d %s: %s; retry in %s", a.Number, a.State, a.Reason, delay.Round(time.Second))
+		why := fmt.Sprintf("attempt %d %s: %s; retry in %s", a.Number, a.State, a.Reason, roundDelay(delay))
 		if forEach {
 			e.event(Event{Task: t.Name, Index: a.Index, Attempt: next.Number, State: string(TaskRetrying), Reason: why})
 		} else {
@@ -203,4 +210,15 @@ func Backoff(base time.Duration, n int, run, task string, index int) time.Durati
 	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d", run, task, index, n)
 	frac := float64(h.Sum64()%1000) / 1000
 	return d + time.Duration(frac*0.25*float64(d))
+}
+
+// roundDelay rounds a delay for people: 150ms, 2.5s, 40s, 2m0s.
+func roundDelay(d time.Duration) time.Duration {
+	switch {
+	case d < time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d < 10*time.Second:
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }

@@ -132,7 +132,7 @@ func sortedKeys(m map[string][]string) []string {
 func nearest(s string, names []string) string {
 	best, bestDist := "", max(1, len(s)/3)+1
 	for _, n := range names {
-		if dist := editDistance(s, n); dist < bestDist && n != s {
+		if dist := editDistance(s, n); dist < bestDist && dist < len(s) && n != s {
 			best, bestDist = n, dist
 		}
 	}

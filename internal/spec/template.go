@@ -176,7 +176,11 @@ func (l *loader) checkWith(d *decoder, t *Task, at Pos) {
 
 func paramList(what string, params []*Param) string {
 	if len(params) == 0 {
-		return " (it has no " + what + ")"
+		owner := "the pipeline"
+		if what == "inputs" {
+			owner = "the template"
+		}
+		return " (" + owner + " has no " + what + ")"
 	}
 	names := make([]string, len(params))
 	for i, p := range params {

@@ -53,7 +53,7 @@ func (t *txn) InsertAttempt(ctx context.Context, a *engine.Attempt) error {
 		return err
 	}
 	cols := strings.TrimPrefix(attemptColumns, "id, ")
-	res, err := t.tx.ExecContext(ctx, `INSERT INTO attempts (`+cols+`) VALUES (`+placeholders(len(args))+`)`, args...)
+	res, err := t.exec(ctx, `INSERT INTO attempts (`+cols+`) VALUES (`+placeholders(len(args))+`)`, args...)
 	if err != nil {
 		return fmt.Errorf("insert attempt of %s[%d] in run %s: %w", a.Task, a.Index, a.RunID, err)
 	}
@@ -71,7 +71,7 @@ func (t *txn) UpdateAttempt(ctx context.Context, a *engine.Attempt) error {
 	for i, c := range cols {
 		set[i] = strings.TrimSpace(c) + " = ?"
 	}
-	res, err := t.tx.ExecContext(ctx, `UPDATE attempts SET `+strings.Join(set, ", ")+` WHERE id = ?`, append(args, a.ID)...)
+	res, err := t.exec(ctx, `UPDATE attempts SET `+strings.Join(set, ", ")+` WHERE id = ?`, append(args, a.ID)...)
 	if err != nil {
 		return fmt.Errorf("update attempt %d: %w", a.ID, err)
 	}
@@ -125,7 +125,7 @@ func scanAttempt(sc scanner) (*engine.Attempt, error) {
 }
 
 func (t *txn) Attempt(ctx context.Context, id int64) (*engine.Attempt, error) {
-	a, err := scanAttempt(t.tx.QueryRowContext(ctx, `SELECT `+attemptColumns+` FROM attempts WHERE id = ?`, id))
+	a, err := scanAttempt(t.queryRow(ctx, `SELECT `+attemptColumns+` FROM attempts WHERE id = ?`, id))
 	if err != nil {
 		return nil, notFound(err, fmt.Sprintf("attempt %d", id))
 	}
@@ -133,7 +133,7 @@ func (t *txn) Attempt(ctx context.Context, id int64) (*engine.Attempt, error) {
 }
 
 func (t *txn) queryAttempts(ctx context.Context, what, q string, args ...any) ([]*engine.Attempt, error) {
-	rows, err := t.tx.QueryContext(ctx, q, args...)
+	rows, err := t.query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -187,7 +187,7 @@ func (t *txn) Attempts(ctx context.Context, f store.AttemptFilter) ([]*engine.At
 
 func (t *txn) InstanceOutputs(ctx context.Context, runID, task string, n int) ([]json.RawMessage, error) {
 	out := make([]json.RawMessage, n)
-	rows, err := t.tx.QueryContext(ctx, `SELECT idx, outputs FROM attempts
+	rows, err := t.query(ctx, `SELECT idx, outputs FROM attempts
 		WHERE run_id = ? AND task = ? AND state = 'succeeded' ORDER BY idx, number`, runID, task)
 	if err != nil {
 		return nil, fmt.Errorf("read outputs of %s in run %s: %w", task, runID, err)
@@ -207,7 +207,7 @@ func (t *txn) InstanceOutputs(ctx context.Context, runID, task string, n int) ([
 }
 
 func (t *txn) RedoInstances(ctx context.Context, runID, task string, limit int) ([]engine.Instance, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT a.idx, a.number FROM attempts a
+	rows, err := t.query(ctx, `SELECT a.idx, a.number FROM attempts a
 		WHERE a.run_id = ?1 AND a.task = ?2 AND a.state IN ('failed', 'canceled', 'lost')
 		AND a.number = (SELECT max(b.number) FROM attempts b WHERE b.run_id = ?1 AND b.task = ?2 AND b.idx = a.idx)
 		ORDER BY a.idx LIMIT ?3`, runID, task, limit)
@@ -244,7 +244,7 @@ func (t *txn) Claim(ctx context.Context, c store.Claim) ([]*engine.Attempt, erro
 	now := c.Now.UTC().Truncate(time.Microsecond)
 	for _, a := range claimed {
 		a.State, a.Agent, a.ClaimedAt = engine.AttemptClaimed, c.Agent, now
-		if _, err := t.tx.ExecContext(ctx, `UPDATE attempts SET state = 'claimed', agent = ?, claimed_at = ? WHERE id = ?`,
+		if _, err := t.exec(ctx, `UPDATE attempts SET state = 'claimed', agent = ?, claimed_at = ? WHERE id = ?`,
 			c.Agent, micros(now), a.ID); err != nil {
 			return nil, fmt.Errorf("claim attempt %d: %w", a.ID, err)
 		}
@@ -259,7 +259,7 @@ func (t *txn) Due(ctx context.Context, now time.Time, limit int) ([]*engine.Atte
 
 func (t *txn) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var v sql.NullInt64
-	if err := t.tx.QueryRowContext(ctx, `SELECT min(not_before) FROM attempts WHERE state = 'pending'`).Scan(&v); err != nil {
+	if err := t.queryRow(ctx, `SELECT min(not_before) FROM attempts WHERE state = 'pending'`).Scan(&v); err != nil {
 		return time.Time{}, false, fmt.Errorf("read next due attempt: %w", err)
 	}
 	if !v.Valid {
@@ -274,7 +274,7 @@ func (t *txn) CountActive(ctx context.Context, pipeline, pool string) (int, erro
 		col, val = "pool", pool
 	}
 	var n int
-	err := t.tx.QueryRowContext(ctx, `SELECT count(*) FROM attempts WHERE `+col+` = ? AND state IN ('queued', 'claimed', 'running')`, val).Scan(&n)
+	err := t.queryRow(ctx, `SELECT count(*) FROM attempts WHERE `+col+` = ? AND state IN ('queued', 'claimed', 'running')`, val).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count active attempts of %s %s: %w", col, val, err)
 	}

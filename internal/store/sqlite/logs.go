@@ -18,7 +18,7 @@ func (t *txn) AppendLogs(ctx context.Context, attemptID int64, lines []store.Log
 		}
 		q := `INSERT INTO log_lines (attempt_id, seq, ts, stream, text) VALUES ` +
 			repeatTuple("(?,?,?,?,?)", end-start) + ` ON CONFLICT (attempt_id, seq) DO NOTHING`
-		if _, err := t.tx.ExecContext(ctx, q, args...); err != nil {
+		if _, err := t.exec(ctx, q, args...); err != nil {
 			return fmt.Errorf("append logs of attempt %d: %w", attemptID, err)
 		}
 	}
@@ -26,7 +26,7 @@ func (t *txn) AppendLogs(ctx context.Context, attemptID int64, lines []store.Log
 }
 
 func (t *txn) Logs(ctx context.Context, attemptID int64, after int64, limit int) ([]store.LogLine, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT seq, ts, stream, text FROM log_lines
+	rows, err := t.query(ctx, `SELECT seq, ts, stream, text FROM log_lines
 		WHERE attempt_id = ? AND seq > ? ORDER BY seq LIMIT ?`, attemptID, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read logs of attempt %d: %w", attemptID, err)
@@ -46,11 +46,11 @@ func (t *txn) Logs(ctx context.Context, attemptID int64, after int64, limit int)
 }
 
 func (t *txn) SealLogs(ctx context.Context, seg store.Segment) error {
-	if _, err := t.tx.ExecContext(ctx, `INSERT OR REPLACE INTO log_segments (attempt_id, key, lines, bytes) VALUES (?, ?, ?, ?)`,
+	if _, err := t.exec(ctx, `INSERT OR REPLACE INTO log_segments (attempt_id, key, lines, bytes) VALUES (?, ?, ?, ?)`,
 		seg.AttemptID, seg.Key, seg.Lines, seg.Bytes); err != nil {
 		return fmt.Errorf("seal logs of attempt %d: %w", seg.AttemptID, err)
 	}
-	if _, err := t.tx.ExecContext(ctx, `DELETE FROM log_lines WHERE attempt_id = ?`, seg.AttemptID); err != nil {
+	if _, err := t.exec(ctx, `DELETE FROM log_lines WHERE attempt_id = ?`, seg.AttemptID); err != nil {
 		return fmt.Errorf("seal logs of attempt %d: %w", seg.AttemptID, err)
 	}
 	return nil
@@ -58,7 +58,7 @@ func (t *txn) SealLogs(ctx context.Context, seg store.Segment) error {
 
 func (t *txn) Segment(ctx context.Context, attemptID int64) (store.Segment, error) {
 	seg := store.Segment{AttemptID: attemptID}
-	err := t.tx.QueryRowContext(ctx, `SELECT key, lines, bytes FROM log_segments WHERE attempt_id = ?`, attemptID).
+	err := t.queryRow(ctx, `SELECT key, lines, bytes FROM log_segments WHERE attempt_id = ?`, attemptID).
 		Scan(&seg.Key, &seg.Lines, &seg.Bytes)
 	if err != nil {
 		return seg, notFound(err, fmt.Sprintf("log segment of attempt %d", attemptID))
@@ -67,7 +67,7 @@ func (t *txn) Segment(ctx context.Context, attemptID int64) (store.Segment, erro
 }
 
 func (t *txn) Unsealed(ctx context.Context, limit int) ([]int64, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT a.id FROM attempts a
+	rows, err := t.query(ctx, `SELECT a.id FROM attempts a
 		WHERE a.state IN ('succeeded', 'failed', 'canceled', 'lost')
 		AND EXISTS (SELECT 1 FROM log_lines l WHERE l.attempt_id = a.id)
 		ORDER BY a.id LIMIT ?`, limit)
@@ -89,7 +89,7 @@ func (t *txn) Unsealed(ctx context.Context, limit int) ([]int64, error) {
 func (t *txn) PutAgent(ctx context.Context, a *store.Agent) error {
 	labels, _ := json.Marshal(orEmptySlice(a.Labels))
 	execs, _ := json.Marshal(orEmptySlice(a.Executors))
-	_, err := t.tx.ExecContext(ctx, `INSERT OR REPLACE INTO agents
+	_, err := t.exec(ctx, `INSERT OR REPLACE INTO agents
 		(id, host, pid, labels, executors, version, capacity, started_at, heartbeat_at, state)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.ID, a.Host, a.PID, string(labels), string(execs),
 		a.Version, a.Capacity, micros(a.StartedAt), micros(a.HeartbeatAt), a.State)
@@ -125,7 +125,7 @@ func scanAgent(sc scanner) (*store.Agent, error) {
 }
 
 func (t *txn) Agent(ctx context.Context, id string) (*store.Agent, error) {
-	a, err := scanAgent(t.tx.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id))
+	a, err := scanAgent(t.queryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id))
 	if err != nil {
 		return nil, notFound(err, "agent "+id)
 	}
@@ -133,7 +133,7 @@ func (t *txn) Agent(ctx context.Context, id string) (*store.Agent, error) {
 }
 
 func (t *txn) Agents(ctx context.Context) ([]*store.Agent, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id`)
+	rows, err := t.query(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}

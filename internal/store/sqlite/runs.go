@@ -17,7 +17,7 @@ func (t *txn) PutSpec(ctx context.Context, hash string, sources map[string][]byt
 	if err != nil {
 		return fmt.Errorf("encode spec %s: %w", hash, err)
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO specs (hash, sources) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, hash, string(data))
+	_, err = t.exec(ctx, `INSERT INTO specs (hash, sources) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, hash, string(data))
 	if err != nil {
 		return fmt.Errorf("put spec %s: %w", hash, err)
 	}
@@ -26,7 +26,7 @@ func (t *txn) PutSpec(ctx context.Context, hash string, sources map[string][]byt
 
 func (t *txn) Spec(ctx context.Context, hash string) (map[string][]byte, error) {
 	var data string
-	if err := t.tx.QueryRowContext(ctx, `SELECT sources FROM specs WHERE hash = ?`, hash).Scan(&data); err != nil {
+	if err := t.queryRow(ctx, `SELECT sources FROM specs WHERE hash = ?`, hash).Scan(&data); err != nil {
 		return nil, notFound(err, "spec "+hash)
 	}
 	var sources map[string][]byte
@@ -65,7 +65,7 @@ func (t *txn) InsertRun(ctx context.Context, r *engine.Run) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, args...)
+	_, err = t.exec(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, args...)
 	if err != nil {
 		return fmt.Errorf("insert run %s: %w", r.ID, err)
 	}
@@ -77,7 +77,7 @@ func (t *txn) UpdateRun(ctx context.Context, r *engine.Run) error {
 	if err != nil {
 		return err
 	}
-	res, err := t.tx.ExecContext(ctx, `UPDATE runs SET pipeline=?2, spec_hash=?3, state=?4, reason=?5, params=?6, env=?7,
+	res, err := t.exec(ctx, `UPDATE runs SET pipeline=?2, spec_hash=?3, state=?4, reason=?5, params=?6, env=?7,
 		trigger=?8, logical_time=?9, salt=?10, cancel_requested=?11, unfinished=?12, created_at=?13,
 		started_at=?14, ended_at=?15 WHERE id=?1`, args...)
 	if err != nil {
@@ -133,7 +133,7 @@ func decodeMap[V any](data string) (map[string]V, error) {
 }
 
 func (t *txn) Run(ctx context.Context, id string) (*engine.Run, error) {
-	r, err := scanRun(t.tx.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
+	r, err := scanRun(t.queryRow(ctx, `SELECT `+runColumns+` FROM runs WHERE id = ?`, id))
 	if err != nil {
 		return nil, notFound(err, "run "+id)
 	}
@@ -144,7 +144,7 @@ func (t *txn) ResolveRunID(ctx context.Context, prefix string) (string, error) {
 	if prefix == "" {
 		return "", fmt.Errorf("run id: empty: %w", store.ErrNotFound)
 	}
-	rows, err := t.tx.QueryContext(ctx, `SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`, prefix, prefix+"\U0010FFFF")
+	rows, err := t.query(ctx, `SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`, prefix, prefix+"\U0010FFFF")
 	if err != nil {
 		return "", fmt.Errorf("resolve run %s: %w", prefix, err)
 	}
@@ -204,7 +204,7 @@ func (t *txn) Runs(ctx context.Context, f store.RunFilter) ([]*engine.Run, error
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	rows, err := t.tx.QueryContext(ctx, q, args...)
+	rows, err := t.query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
@@ -222,7 +222,7 @@ func (t *txn) Runs(ctx context.Context, f store.RunFilter) ([]*engine.Run, error
 
 func (t *txn) CountRuns(ctx context.Context, pipeline string, state engine.RunState) (int, error) {
 	var n int
-	err := t.tx.QueryRowContext(ctx, `SELECT count(*) FROM runs WHERE pipeline = ? AND state = ?`, pipeline, string(state)).Scan(&n)
+	err := t.queryRow(ctx, `SELECT count(*) FROM runs WHERE pipeline = ? AND state = ?`, pipeline, string(state)).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count runs of %s: %w", pipeline, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/dray-dev/dray/internal/store"
@@ -38,9 +39,11 @@ type Options struct {
 
 // Store is a SQLite store.
 type Store struct {
-	path string
-	w    *sql.DB // one writer connection
-	r    *sql.DB // readers
+	path   string
+	w      *sql.DB // one writer connection
+	r      *sql.DB // readers
+	wStmts *stmtCache
+	rStmts *stmtCache
 }
 
 var _ store.Store = (*Store)(nil)
@@ -76,13 +79,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
-	r, err := sql.Open("sqlite", dsn)
+	r, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(4)
-	s := &Store{path: path, w: w, r: r}
+	s := &Store{path: path, w: w, r: r, wStmts: newStmtCache(w), rStmts: newStmtCache(r)}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -92,7 +95,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.wStmts.close(), s.rStmts.close(), s.r.Close(), s.w.Close())
 }
 
 // Path returns the database file's path.
@@ -135,6 +138,7 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // Update runs fn in a write transaction (BEGIN IMMEDIATE).
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error) {
+	defer s.wStmts.warm(ctx)
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return s.wrap("begin write", err)
@@ -145,7 +149,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error)
 			panic(p)
 		}
 	}()
-	if err := fn(&txn{tx: tx, s: s}); err != nil {
+	if err := fn(&txn{tx: tx, s: s, stmts: s.wStmts}); err != nil {
 		tx.Rollback()
 		return s.mapErr(err)
 	}
@@ -157,12 +161,13 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error)
 
 // View runs fn in a read transaction.
 func (s *Store) View(ctx context.Context, fn func(store.Tx) error) (err error) {
+	defer s.rStmts.warm(ctx)
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return s.wrap("begin read", err)
 	}
 	defer tx.Rollback()
-	if err := fn(&txn{tx: tx, s: s}); err != nil {
+	if err := fn(&txn{tx: tx, s: s, stmts: s.rStmts}); err != nil {
 		return s.mapErr(err)
 	}
 	return nil
@@ -195,8 +200,105 @@ func (s *Store) mapErr(err error) error {
 
 // txn implements store.Tx over a database/sql transaction.
 type txn struct {
-	tx *sql.Tx
-	s  *Store
+	tx    *sql.Tx
+	s     *Store
+	stmts *stmtCache
+}
+
+// exec, query and queryRow run a statement prepared once per connection, so
+// SQLite does not parse the same SQL for every call. A statement not prepared
+// yet runs as plain SQL and is prepared after the transaction (preparing on
+// the database needs a connection, and the writer has only the one the
+// transaction holds).
+func (t *txn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if st := t.stmts.get(q); st != nil {
+		return t.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
+	return t.tx.ExecContext(ctx, q, args...)
+}
+
+func (t *txn) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if st := t.stmts.get(q); st != nil {
+		return t.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
+	return t.tx.QueryContext(ctx, q, args...)
+}
+
+func (t *txn) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if st := t.stmts.get(q); st != nil {
+		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, q, args...)
+}
+
+// stmtCache holds prepared statements of one database handle by their SQL.
+type stmtCache struct {
+	db      *sql.DB
+	mu      sync.Mutex
+	m       map[string]*sql.Stmt
+	pending map[string]bool
+}
+
+// maxStmts bounds the cache: queries built from filters come in variants.
+const maxStmts = 256
+
+func newStmtCache(db *sql.DB) *stmtCache {
+	return &stmtCache{db: db, m: map[string]*sql.Stmt{}, pending: map[string]bool{}}
+}
+
+// get returns the prepared statement of q, or nil (and remembers q to prepare).
+func (c *stmtCache) get(q string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[q]; ok {
+		return st
+	}
+	if len(c.m)+len(c.pending) < maxStmts {
+		c.pending[q] = true
+	}
+	return nil
+}
+
+// warm prepares the statements that were missing. It runs after a
+// transaction, when a connection is free; a failure only means no cache.
+func (c *stmtCache) warm(ctx context.Context) {
+	c.mu.Lock()
+	if len(c.pending) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	var qs []string
+	for q := range c.pending {
+		qs = append(qs, q)
+	}
+	clear(c.pending)
+	c.mu.Unlock()
+	// Not under the lock: preparing waits for a connection, which a
+	// transaction that wants the lock may hold.
+	for _, q := range qs {
+		st, err := c.db.PrepareContext(ctx, q)
+		if err != nil {
+			continue
+		}
+		c.mu.Lock()
+		if _, dup := c.m[q]; dup || c.m == nil {
+			st.Close()
+		} else {
+			c.m[q] = st
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, st := range c.m {
+		errs = append(errs, st.Close())
+	}
+	c.m = nil
+	return errors.Join(errs...)
 }
 
 // micros converts a time to the stored form; the zero time is 0.

@@ -15,7 +15,7 @@ const taskColumns = `run_id, name, state, reason, outputs, items, next, active, 
 
 func (t *txn) PutTasks(ctx context.Context, tasks []*engine.Task) error {
 	for _, k := range tasks {
-		_, err := t.tx.ExecContext(ctx, `INSERT OR REPLACE INTO tasks (`+taskColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := t.exec(ctx, `INSERT OR REPLACE INTO tasks (`+taskColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			k.RunID, k.Name, string(k.State), k.Reason, nullJSON(k.Outputs), k.Items, k.Next, k.Active,
 			k.Succeeded, k.Failed, k.Redo, k.Attempts, k.Base, k.Version, micros(k.StartedAt), micros(k.EndedAt))
 		if err != nil {
@@ -42,7 +42,7 @@ func scanTask(sc scanner) (*engine.Task, error) {
 }
 
 func (t *txn) Task(ctx context.Context, runID, name string) (*engine.Task, error) {
-	k, err := scanTask(t.tx.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE run_id = ? AND name = ?`, runID, name))
+	k, err := scanTask(t.queryRow(ctx, `SELECT `+taskColumns+` FROM tasks WHERE run_id = ? AND name = ?`, runID, name))
 	if err != nil {
 		return nil, notFound(err, fmt.Sprintf("task %s of run %s", name, runID))
 	}
@@ -50,7 +50,7 @@ func (t *txn) Task(ctx context.Context, runID, name string) (*engine.Task, error
 }
 
 func (t *txn) Tasks(ctx context.Context, runID string) ([]*engine.Task, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE run_id = ?`, runID)
+	rows, err := t.query(ctx, `SELECT `+taskColumns+` FROM tasks WHERE run_id = ?`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("list tasks of run %s: %w", runID, err)
 	}
@@ -75,7 +75,7 @@ func (t *txn) InsertItems(ctx context.Context, runID, task string, values []json
 			args = append(args, runID, task, i, string(values[i]))
 		}
 		q := `INSERT INTO items (run_id, task, idx, value) VALUES ` + repeatTuple("(?,?,?,?)", end-start)
-		if _, err := t.tx.ExecContext(ctx, q, args...); err != nil {
+		if _, err := t.exec(ctx, q, args...); err != nil {
 			return fmt.Errorf("insert items of %s in run %s: %w", task, runID, err)
 		}
 	}
@@ -95,7 +95,7 @@ func repeatTuple(tuple string, n int) string {
 
 func (t *txn) Item(ctx context.Context, runID, task string, index int) (json.RawMessage, error) {
 	var v string
-	err := t.tx.QueryRowContext(ctx, `SELECT value FROM items WHERE run_id = ? AND task = ? AND idx = ?`, runID, task, index).Scan(&v)
+	err := t.queryRow(ctx, `SELECT value FROM items WHERE run_id = ? AND task = ? AND idx = ?`, runID, task, index).Scan(&v)
 	if err != nil {
 		return nil, notFound(err, fmt.Sprintf("item %d of %s in run %s", index, task, runID))
 	}
