@@ -60,10 +60,13 @@ func (t *Template) evalPart(p part, vars Vars, secret SecretFunc) (any, error) {
 		return secret(p.secret)
 	}
 	v, err := vm.Run(p.prog, map[string]any(vars))
+	if err == nil {
+		v, err = Normalize(v)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("${{ %s }}: %s", p.src, firstLine(err.Error()))
 	}
-	return Normalize(v)
+	return v, nil
 }
 
 // EvalBool evaluates a condition (if, checks); the result must be a boolean.
@@ -114,27 +117,40 @@ func Decode(data []byte) (any, error) {
 	if dec.More() {
 		return nil, fmt.Errorf("unexpected data after the JSON value")
 	}
-	return numbers(v), nil
+	return numbers(v)
 }
 
-func numbers(v any) any {
+// numbers converts json.Number values in place: int when whole and in
+// range, float64 otherwise; a number too large for a float64 is an error.
+func numbers(v any) (any, error) {
 	switch x := v.(type) {
 	case json.Number:
 		if i, err := x.Int64(); err == nil {
-			return int(i)
+			return int(i), nil
 		}
-		f, _ := x.Float64()
-		return f
+		f, err := x.Float64()
+		if err != nil {
+			return nil, fmt.Errorf("the number %s is out of range", string(x))
+		}
+		return f, nil
 	case map[string]any:
 		for k, e := range x {
-			x[k] = numbers(e)
+			n, err := numbers(e)
+			if err != nil {
+				return nil, err
+			}
+			x[k] = n
 		}
 	case []any:
 		for i, e := range x {
-			x[i] = numbers(e)
+			n, err := numbers(e)
+			if err != nil {
+				return nil, err
+			}
+			x[i] = n
 		}
 	}
-	return v
+	return v, nil
 }
 
 // Normalize converts a value an expression returned (which may be []int, a struct

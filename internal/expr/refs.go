@@ -2,6 +2,7 @@ package expr
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -11,16 +12,30 @@ import (
 
 var allRoots = []string{RootParams, RootTasks, RootItem, RootRun, RootEnv, RootSecrets, RootInputs, RootOutputs}
 
-// rootHelp says where a root may be used, for errors about a root out of scope.
+// rootHelp says where a root may be used, for roots that only some places have.
 var rootHelp = map[string]string{
-	RootParams:  "params are not available here",
-	RootTasks:   "tasks are not available here",
 	RootItem:    "item is only available in a task with for_each",
-	RootRun:     "run is not available here",
-	RootEnv:     "env is not available here",
-	RootSecrets: "secrets are not available here",
 	RootInputs:  "inputs are only available inside a template",
 	RootOutputs: "outputs are only available in checks",
+}
+
+// help says why root cannot be used in the scope, and what can.
+func (s Scope) help(root string) string {
+	if msg, ok := rootHelp[root]; ok {
+		return msg
+	}
+	where := s.Where
+	if where == "" {
+		where = "this expression"
+	}
+	if root == RootParams && s.has(RootInputs) {
+		return "params are not available in a template: pass the value in as an input (with: {NAME: ${{ params.NAME }}} in the task that uses it)"
+	}
+	verb := "are"
+	if root == RootRun || root == RootEnv {
+		verb = "is"
+	}
+	return fmt.Sprintf("%s %s not available in %s (it can use %s)", root, verb, where, s.Describe())
 }
 
 // TaskFields are the fields of tasks.NAME.
@@ -72,7 +87,7 @@ func (w *walker) Visit(node *ast.Node) {
 			return
 		}
 		if !w.scope.has(n.Value) {
-			w.fail(n, "%s", rootHelp[n.Value])
+			w.fail(n, "%s", w.scope.help(n.Value))
 			return
 		}
 		w.refs.Roots = append(w.refs.Roots, n.Value)
@@ -194,5 +209,11 @@ func (r *Refs) Merge(other Refs) {
 	r.normalize()
 }
 
-// Describe renders a scope's roots for messages ("params, tasks, run").
-func (s Scope) Describe() string { return strings.Join(s.Roots, ", ") }
+// Describe renders a scope's roots for messages ("params, tasks and run").
+func (s Scope) Describe() string {
+	roots := slices.DeleteFunc(slices.Clone(s.Roots), func(r string) bool { return r == RootSecrets })
+	if len(roots) < 2 {
+		return strings.Join(roots, "")
+	}
+	return strings.Join(roots[:len(roots)-1], ", ") + " and " + roots[len(roots)-1]
+}

@@ -65,9 +65,11 @@ func (r Refs) Uses(root string) bool {
 	return false
 }
 
-// Scope says which roots an expression may use.
+// Scope says which roots an expression may use, and where it stands (for
+// messages: "a check", "the pipeline env").
 type Scope struct {
 	Roots []string
+	Where string
 }
 
 // Roots of the expression language.
@@ -138,7 +140,12 @@ func Parse(s string, scope Scope) (*Template, []*Error) {
 func ParseExpr(s string, scope Scope) (*Template, []*Error) {
 	trimmed := strings.TrimSpace(s)
 	if strings.HasPrefix(trimmed, "${{") && closing(trimmed, 3) == len(trimmed)-2 {
-		return Parse(trimmed, scope)
+		t, errs := Parse(trimmed, scope)
+		lead := len(s) - len(strings.TrimLeft(s, " \t\r\n"))
+		for _, e := range errs {
+			e.Offset += lead
+		}
+		return t, errs
 	}
 	t := &Template{Source: s}
 	p, errs := compilePart(s, 0, scope, &t.refs)

@@ -235,7 +235,11 @@ func (d *decoder) profile(e field) *Profile {
 	})
 	if p.Type == ExecDocker {
 		if pull := p.String("pull"); pull != "" && !slices.Contains([]string{"never", "missing", "always"}, pull) {
-			d.errorf(v, "executor %s: pull must be never, missing or always, not %q", p.Name, pull)
+			for _, f := range d.entries(v) {
+				if f.key.Value == "pull" {
+					d.errorf(f.val, "executor %s: pull must be never, missing or always, not %q", p.Name, pull)
+				}
+			}
 		}
 	}
 	for _, req := range requiredOptions[p.Type] {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dray-dev/dray/internal/expr"
 	yaml "go.yaml.in/yaml/v3"
@@ -20,6 +21,7 @@ type decoder struct {
 	file  string
 	lines []string // the file's lines, to place errors inside block scalars
 	errs  *ErrorList
+	key   string // the key being decoded, named in type errors
 }
 
 func newDecoder(file string, src []byte, errs *ErrorList) *decoder {
@@ -62,12 +64,28 @@ func (d *decoder) yamlError(err error) {
 	if te, ok := err.(*yaml.TypeError); ok && len(te.Errors) > 0 {
 		msg = te.Errors[0]
 	}
-	p := Pos{File: d.file, Line: 1, Col: 1}
+	// yaml.v3 gives a line only, and not always the right one: the column
+	// is left out rather than made up.
+	p := Pos{File: d.file, Line: 1}
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		if m[1] != "" {
 			p.Line, _ = strconv.Atoi(m[1])
 		}
 		msg = m[2]
+	}
+	switch {
+	case strings.HasPrefix(msg, "did not find expected ',' or") || strings.HasPrefix(msg, "did not find expected key") ||
+		strings.HasPrefix(msg, "did not find expected '-' indicator") || strings.HasPrefix(msg, "did not find expected node content"):
+		// Parser errors (not scanner errors) come with a 0-based line.
+		p.Line++
+	case strings.Contains(msg, "tab character"):
+		// The line given is where the token began; the tab is at or after it.
+		for l := max(p.Line-1, 0); l < len(d.lines); l++ {
+			if indent := d.lines[l][:len(d.lines[l])-len(strings.TrimLeft(d.lines[l], " \t"))]; strings.Contains(indent, "\t") {
+				p.Line = l + 1
+				break
+			}
+		}
 	}
 	d.errorAt(p, "invalid YAML: %s", msg)
 }
@@ -136,29 +154,51 @@ func (d *decoder) fields(n *yaml.Node, what string, known []string, handle func(
 			d.errorf(f.key, "unknown key %q in %s%s", name, what, suggest(name, known))
 			continue
 		}
+		outer := d.key
+		d.key = name
 		handle(name, f)
+		d.key = outer
 	}
 	return true
 }
 
+// want prefixes a type error with the key being decoded ("retries: want …").
+func (d *decoder) want(n *yaml.Node, format string, args ...any) {
+	if d.key != "" {
+		format = d.key + ": " + format
+	}
+	d.errorf(n, format, args...)
+}
+
 // entries returns a mapping's key/value pairs with merge keys expanded.
 func (d *decoder) entries(n *yaml.Node) []field {
+	return d.entriesIn(n, map[*yaml.Node]bool{n: true})
+}
+
+// entriesIn expands merges; active holds the mappings being expanded, so a
+// merge of a mapping into itself is an error, not an endless loop.
+func (d *decoder) entriesIn(n *yaml.Node, active map[*yaml.Node]bool) []field {
 	var own, merged []field
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Tag == "!!merge" {
-			v = resolve(v)
 			sources := []*yaml.Node{v}
-			if v.Kind == yaml.SequenceNode {
-				sources = v.Content
+			if r := resolve(v); r.Kind == yaml.SequenceNode {
+				sources = r.Content
 			}
-			for _, s := range sources {
-				s = resolve(s)
-				if s.Kind != yaml.MappingNode {
-					d.errorf(s, "a merge (<<) needs a mapping, not %s", kindName(s))
+			for _, src := range sources {
+				s := resolve(src)
+				switch {
+				case active[s]:
+					d.errorf(src, "this merge (<<) brings in the mapping it is part of")
+					continue
+				case s.Kind != yaml.MappingNode:
+					d.errorf(src, "a merge (<<) needs a mapping, not %s", kindName(s))
 					continue
 				}
-				merged = append(merged, d.entries(s)...)
+				active[s] = true
+				merged = append(merged, d.entriesIn(s, active)...)
+				delete(active, s)
 			}
 			continue
 		}
@@ -180,6 +220,21 @@ func (d *decoder) entries(n *yaml.Node) []field {
 		}
 	}
 	return out
+}
+
+// has reports whether a mapping has key, merges included.
+func (d *decoder) has(n *yaml.Node, key string) bool {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		return false
+	}
+	quiet := decoder{file: d.file, errs: &ErrorList{}}
+	for _, f := range quiet.entries(n) {
+		if f.key.Value == key {
+			return true
+		}
+	}
+	return false
 }
 
 // keyed returns a mapping's entries for maps whose keys are names (env, params,
@@ -206,7 +261,7 @@ func (d *decoder) keyed(n *yaml.Node, what string) []field {
 func (d *decoder) scalar(n *yaml.Node, want string) (*yaml.Node, bool) {
 	n = resolve(n)
 	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
-		d.errorf(n, "want %s, got %s", want, kindName(n))
+		d.want(n, "want %s, got %s", want, kindName(n))
 		return nil, false
 	}
 	return n, true
@@ -219,7 +274,7 @@ func (d *decoder) str(n *yaml.Node) (string, bool) {
 		return "", false
 	}
 	if s.Tag == "!!bool" {
-		d.errorf(n, "want a string, got %s (quote it: \"%s\")", kindName(s), s.Value)
+		d.want(n, "want a string, got %s (quote it: \"%s\")", kindName(s), s.Value)
 		return "", false
 	}
 	return s.Value, true
@@ -230,13 +285,17 @@ func (d *decoder) integer(n *yaml.Node, min int) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	i, err := strconv.Atoi(s.Value)
-	if s.Tag != "!!int" || err != nil {
-		d.errorf(n, "want a whole number, got %s", kindName(s))
+	var i int
+	if s.Tag != "!!int" || s.Decode(&i) != nil {
+		what := kindName(s)
+		if s.Tag == "!!int" {
+			what = "the out-of-range number " + s.Value
+		}
+		d.want(n, "want a whole number, got %s", what)
 		return 0, false
 	}
 	if i < min {
-		d.errorf(n, "want a whole number of at least %d, got %d", min, i)
+		d.want(n, "want a whole number of at least %d, got %d", min, i)
 		return 0, false
 	}
 	return i, true
@@ -248,7 +307,7 @@ func (d *decoder) boolean(n *yaml.Node) (bool, bool) {
 		return false, false
 	}
 	if s.Tag != "!!bool" {
-		d.errorf(n, "want true or false, got %s", kindName(s))
+		d.want(n, "want true or false, got %s", kindName(s))
 		return false, false
 	}
 	b, _ := strconv.ParseBool(strings.ToLower(s.Value))
@@ -264,7 +323,7 @@ func (d *decoder) duration(n *yaml.Node) (time.Duration, bool) {
 	}
 	v, err := ParseDuration(s.Value)
 	if err != nil {
-		d.errorf(n, "%v", err)
+		d.want(n, "%v", err)
 		return 0, false
 	}
 	return v, true
@@ -273,6 +332,9 @@ func (d *decoder) duration(n *yaml.Node) (time.Duration, bool) {
 // ParseDuration parses Go durations plus a "d" suffix for days. It refuses
 // negative values and bare numbers.
 func ParseDuration(s string) (time.Duration, error) {
+	if strings.HasPrefix(s, "-") {
+		return 0, fmt.Errorf("a duration cannot be negative, got %q", s)
+	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.ParseFloat(days, 64)
 		if err == nil && n >= 0 && n < math.MaxInt64/float64(24*time.Hour) {
@@ -296,6 +358,9 @@ func (d *decoder) stringList(n *yaml.Node, what string) ([]string, bool) {
 		return nil, false
 	}
 	out := make([]string, 0, len(n.Content))
+	outer := d.key
+	d.key = what
+	defer func() { d.key = outer }()
 	ok := true
 	for _, e := range n.Content {
 		s, good := d.str(e)
@@ -333,36 +398,55 @@ func (d *decoder) condition(n *yaml.Node, scope expr.Scope) *expr.Template {
 }
 
 // offsetPos finds the file position of a byte offset inside a scalar's value.
+// It looks for the text at the offset in the file from the scalar on, so the
+// position is right whatever the scalar's style (quotes and escapes, folded
+// and indented blocks, a string spread over lines); columns count characters,
+// as YAML does.
 func (d *decoder) offsetPos(n *yaml.Node, off int) Pos {
-	p := d.pos(n)
 	v := n.Value
-	if off > len(v) {
-		off = len(v)
+	off = min(max(off, 0), len(v))
+	needle := v[off:]
+	if i := strings.IndexByte(needle, '\n'); i >= 0 {
+		needle = needle[:i]
 	}
-	before := v[:off]
-	nl := strings.Count(before, "\n")
-	col := off - (strings.LastIndexByte(before, '\n') + 1)
-	switch n.Style {
-	case yaml.LiteralStyle, yaml.FoldedStyle:
-		p.Line += 1 + nl
-		if p.Line-1 < len(d.lines) {
-			line := d.lines[p.Line-1]
-			p.Col = len(line) - len(strings.TrimLeft(line, " ")) + col + 1
-		}
-	case yaml.DoubleQuotedStyle, yaml.SingleQuotedStyle:
-		if nl == 0 {
-			p.Col += 1 + col
-		} else {
-			p.Line += nl
-		}
-	default:
-		if nl == 0 {
-			p.Col += col
-		} else {
-			p.Line += nl
+	if len(needle) > 24 {
+		needle = needle[:24]
+		for !utf8.ValidString(needle) {
+			needle = needle[:len(needle)-1]
 		}
 	}
-	return p
+	if strings.TrimSpace(needle) != "" {
+		skip := strings.Count(v[:off], needle)
+		for l := n.Line - 1; l >= 0 && l < len(d.lines); l++ {
+			text, start := d.lines[l], 0
+			if l == n.Line-1 {
+				start = runeIndex(text, n.Column-1)
+			}
+			for {
+				i := strings.Index(text[start:], needle)
+				if i < 0 {
+					break
+				}
+				if skip == 0 {
+					return Pos{File: d.file, Line: l + 1, Col: utf8.RuneCountInString(text[:start+i]) + 1}
+				}
+				skip--
+				start += i + len(needle)
+			}
+		}
+	}
+	return d.pos(n)
+}
+
+// runeIndex returns the byte index of the n-th character of s.
+func runeIndex(s string, n int) int {
+	for i := range s {
+		if n == 0 {
+			return i
+		}
+		n--
+	}
+	return len(s)
 }
 
 // suggest returns ` (did you mean "x"?)` for the known key nearest to s, or
@@ -401,6 +485,20 @@ func (d *decoder) checkIdent(n *yaml.Node, kind, name, root string) bool {
 	if identRE.MatchString(name) {
 		return true
 	}
-	d.errorf(n, "%s name %q: use letters, digits and _ and start with a letter (it is used in expressions as %s.%s)", kind, name, root, strings.ReplaceAll(name, "-", "_"))
+	d.errorf(n, "%s name %q: use letters, digits and _, starting with a letter (such as %s): names are used in expressions as %s.NAME", kind, name, identLike(name), root)
 	return false
+}
+
+// identLike turns a name into one that expressions accept, for suggestions.
+func identLike(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_', r >= '0' && r <= '9' && b.Len() > 0:
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
 }

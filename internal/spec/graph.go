@@ -13,14 +13,14 @@ func (l *loader) checkGraph(d *decoder, p *Pipeline) {
 	}
 	for _, t := range p.Tasks {
 		seen := map[string]bool{}
-		for _, n := range t.Needs {
+		for i, n := range t.Needs {
 			switch {
 			case n == t.Name:
-				d.errorAt(t.Pos, "task %s needs itself", t.Name)
+				d.errorAt(t.needPos(i), "task %s needs itself", t.Name)
 			case p.index[n] == nil:
-				d.errorAt(t.Pos, "task %s needs unknown task %q%s", t.Name, n, nearest(n, names))
+				d.errorAt(t.needPos(i), "task %s needs unknown task %q%s", t.Name, n, nearest(n, names))
 			case seen[n]:
-				d.errorAt(t.Pos, "task %s lists %s twice in needs", t.Name, n)
+				d.errorAt(t.needPos(i), "task %s lists %s twice in needs", t.Name, n)
 			}
 			seen[n] = true
 		}

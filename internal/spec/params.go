@@ -122,48 +122,16 @@ func (d *decoder) paramDefault(p *Param, v *yaml.Node, scope expr.Scope) {
 		p.Default = d.template(v, scope)
 		return
 	}
-	var raw any
-	if err := v.Decode(&raw); err != nil {
-		d.errorf(v, "default of %s: %v", p.Name, err)
+	raw, ok := d.value(v)
+	if !ok {
 		return
 	}
-	val, err := p.Coerce(yamlValue(raw))
+	val, err := p.Coerce(raw)
 	if err != nil {
 		d.errorf(v, "default of %s: %s", p.Name, err.(*ParamError).Message)
 		return
 	}
 	p.DefaultValue = val
-}
-
-// yamlValue converts a decoded YAML value to the JSON shape expressions use.
-func yamlValue(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = yamlValue(e)
-		}
-	case map[any]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[fmt.Sprint(k)] = yamlValue(e)
-		}
-		return m
-	case []any:
-		for i, e := range x {
-			x[i] = yamlValue(e)
-		}
-	case int64:
-		return int(x)
-	case uint64:
-		if x <= math.MaxInt64 {
-			return int(x)
-		}
-		return float64(x)
-	}
-	if n, err := expr.Normalize(v); err == nil {
-		return n
-	}
-	return v
 }
 
 // Coerce checks a value against the param's type and converts it where the type

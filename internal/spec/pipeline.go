@@ -2,6 +2,7 @@ package spec
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dray-dev/dray/internal/expr"
@@ -117,6 +118,7 @@ type Schedule struct {
 	Paused       bool
 	Params       map[string]any
 	cron         cron.Schedule
+	paramsNode   *yaml.Node
 }
 
 // Next returns the first fire time after t, in the schedule's time zone.
@@ -135,14 +137,14 @@ type EnvVar struct {
 
 // Scopes of the expression roots, by where an expression stands.
 var (
-	scopeRunDefault  = expr.Scope{Roots: []string{expr.RootRun}}
-	scopePipelineEnv = expr.Scope{Roots: []string{expr.RootParams, expr.RootRun}}
-	scopeTask        = expr.Scope{Roots: []string{expr.RootParams, expr.RootTasks, expr.RootRun, expr.RootEnv, expr.RootSecrets}}
-	scopeTaskItem    = expr.Scope{Roots: append(slices.Clone(scopeTask.Roots), expr.RootItem)}
-	scopeTaskCond    = expr.Scope{Roots: []string{expr.RootParams, expr.RootTasks, expr.RootRun, expr.RootEnv}}
-	scopeTemplate    = expr.Scope{Roots: []string{expr.RootInputs, expr.RootRun, expr.RootEnv, expr.RootSecrets}}
-	scopeTemplItem   = expr.Scope{Roots: append(slices.Clone(scopeTemplate.Roots), expr.RootItem)}
-	scopeCheck       = expr.Scope{Roots: []string{expr.RootOutputs, expr.RootItem, expr.RootRun}}
+	scopeRunDefault  = expr.Scope{Roots: []string{expr.RootRun}, Where: "a param default"}
+	scopePipelineEnv = expr.Scope{Roots: []string{expr.RootParams, expr.RootRun}, Where: "the pipeline env"}
+	scopeTask        = expr.Scope{Roots: []string{expr.RootParams, expr.RootTasks, expr.RootRun, expr.RootEnv, expr.RootSecrets}, Where: "a task"}
+	scopeTaskItem    = expr.Scope{Roots: append(slices.Clone(scopeTask.Roots), expr.RootItem), Where: "a task"}
+	scopeTaskCond    = expr.Scope{Roots: []string{expr.RootParams, expr.RootTasks, expr.RootRun, expr.RootEnv}, Where: "if and for_each"}
+	scopeTemplate    = expr.Scope{Roots: []string{expr.RootInputs, expr.RootRun, expr.RootEnv, expr.RootSecrets}, Where: "a template"}
+	scopeTemplItem   = expr.Scope{Roots: append(slices.Clone(scopeTemplate.Roots), expr.RootItem), Where: "a template"}
+	scopeCheck       = expr.Scope{Roots: []string{expr.RootOutputs, expr.RootItem, expr.RootRun}, Where: "a check"}
 )
 
 var pipelineKeys = []string{
@@ -212,6 +214,7 @@ func (l *loader) pipeline(file string, src []byte) *Pipeline {
 		d.errorAt(Pos{File: file, Line: 1, Col: 1}, "a pipeline needs tasks")
 		return p
 	}
+	d.checkScheduleParams(p)
 	p.Tasks = l.tasks(d, tasksNode, p, defaults)
 	l.checkGraph(d, p)
 	return p
@@ -274,24 +277,65 @@ func (d *decoder) schedule(n *yaml.Node) *Schedule {
 		}
 	})
 	if paramsNode != nil {
-		var raw map[string]any
-		if err := resolve(paramsNode).Decode(&raw); err != nil {
+		raw, ok := d.value(paramsNode)
+		if m, isMap := raw.(map[string]any); ok && isMap {
+			s.Params = m
+			s.paramsNode = paramsNode
+		} else if ok {
 			d.errorf(paramsNode, "schedule params must be a mapping of param names to values")
-		} else {
-			s.Params, _ = yamlValue(raw).(map[string]any)
 		}
+	}
+	if s.Cron != "" {
+		c, err := cron.ParseStandard(s.Cron)
+		if err != nil {
+			hint := ""
+			if !strings.HasPrefix(s.Cron, "@") && len(strings.Fields(s.Cron)) != 5 {
+				hint = " (want 5 fields: minute hour day-of-month month day-of-week, or @hourly, @daily, …)"
+			}
+			d.errorf(cronNode, "bad cron expression %q: %v%s", s.Cron, err, hint)
+		}
+		s.cron = c
 	}
 	switch {
 	case s.Cron != "" && s.Every > 0:
 		d.errorf(n, "a schedule takes cron or every, not both")
-	case s.Cron != "":
-		c, err := cron.ParseStandard(s.Cron)
-		if err != nil {
-			d.errorf(cronNode, "bad cron expression %q: %v (want 5 fields: minute hour day-of-month month day-of-week, or @hourly, @daily, …)", s.Cron, err)
-		}
-		s.cron = c
-	case s.Every == 0:
+	case s.Cron == "" && s.Every == 0:
 		d.errorf(n, "a schedule needs cron (such as \"0 2 * * *\") or every (such as 15m)")
 	}
 	return s
+}
+
+// checkScheduleParams checks a schedule's params against the pipeline's, so a
+// mistake shows at load time, not when the schedule first fires.
+func (d *decoder) checkScheduleParams(p *Pipeline) {
+	s := p.Schedule
+	if s == nil || s.paramsNode == nil && s.Params == nil {
+		for _, prm := range p.Params {
+			if s != nil && prm.Required {
+				d.errorAt(s.Pos, "the schedule must give param %s (it has no default): add it under schedule.params", prm.Name)
+			}
+		}
+		return
+	}
+	for _, f := range d.keyed(s.paramsNode, "schedule params") {
+		name := f.key.Value
+		var prm *Param
+		for _, x := range p.Params {
+			if x.Name == name {
+				prm = x
+			}
+		}
+		if prm == nil {
+			d.errorf(f.key, "schedule params: unknown param %q%s", name, paramList("params", p.Params))
+			continue
+		}
+		if _, err := prm.Coerce(s.Params[name]); err != nil {
+			d.errorf(f.val, "schedule params: %v", err)
+		}
+	}
+	for _, prm := range p.Params {
+		if _, given := s.Params[prm.Name]; prm.Required && !given {
+			d.errorf(s.paramsNode, "the schedule must give param %s (it has no default)", prm.Name)
+		}
+	}
 }

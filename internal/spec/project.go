@@ -144,6 +144,9 @@ func (l *loader) deps(p *Pipeline) []string {
 			if c.Schema != "" {
 				files = append(files, path.Clean(strings.TrimPrefix(c.Schema, "./")))
 			}
+			if c.schema != nil {
+				files = append(files, c.schema.files...)
+			}
 		}
 	}
 	slices.Sort(files)

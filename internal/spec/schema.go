@@ -17,6 +17,7 @@ import (
 type schemaFile struct {
 	path   string
 	schema *jsonschema.Schema
+	files  []string // every file compiling it read: itself and what it $refs
 }
 
 const schemaScheme = "dray"
@@ -34,39 +35,49 @@ func (l *loader) schema(d *decoder, p string, at Pos) *schemaFile {
 		return nil
 	}
 	c := jsonschema.NewCompiler()
-	c.UseLoader(jsonschema.SchemeURLLoader{schemaScheme: projectLoader{l.fsys}})
+	loader := &projectLoader{fsys: l.fsys}
+	c.UseLoader(jsonschema.SchemeURLLoader{schemaScheme: loader})
 	sch, err := c.Compile(schemaScheme + ":///" + clean)
 	if err != nil {
-		d.errorAt(at, "schema %s: %s", p, schemaCompileMessage(err))
+		d.errorAt(at, "schema %s: %s", p, schemaCompileMessage(clean, err))
 		return nil
 	}
-	sf := &schemaFile{path: clean, schema: sch}
+	sf := &schemaFile{path: clean, schema: sch, files: loader.read}
 	l.schemas[clean] = sf
 	return sf
 }
 
-func schemaCompileMessage(err error) string {
+func schemaCompileMessage(file string, err error) string {
 	var load *jsonschema.LoadURLError
 	if errors.As(err, &load) {
+		name := strings.TrimPrefix(load.URL, schemaScheme+":///")
+		what := load.Err.Error()
 		if errors.Is(load.Err, fs.ErrNotExist) {
-			return "no such file"
+			what = "no such file"
 		}
-		return load.Err.Error()
+		if name == file {
+			return what
+		}
+		return fmt.Sprintf("cannot load %s, which it refers to: %s", name, what)
 	}
 	msg := err.Error()
 	msg = strings.ReplaceAll(msg, schemaScheme+":///", "")
 	return strings.ReplaceAll(msg, "\n", " ")
 }
 
-// projectLoader loads schema files from the project folder.
-type projectLoader struct{ fsys fsReader }
+// projectLoader loads schema files from the project folder and records which.
+type projectLoader struct {
+	fsys fsReader
+	read []string
+}
 
-func (p projectLoader) Load(url string) (any, error) {
+func (p *projectLoader) Load(url string) (any, error) {
 	name := strings.TrimPrefix(url, schemaScheme+":///")
 	data, err := p.fsys.ReadFile(name)
 	if err != nil {
 		return nil, err
 	}
+	p.read = append(p.read, name)
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("invalid JSON: %w", err)

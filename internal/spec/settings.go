@@ -161,7 +161,10 @@ func ParseCPU(s string) (int64, error) {
 			return v, nil
 		}
 	} else if v, err := strconv.ParseFloat(s, 64); err == nil && v > 0 && v < 1e6 {
-		return int64(v*1000 + 0.5), nil
+		if m := int64(v*1000 + 0.5); m > 0 {
+			return m, nil
+		}
+		return 0, fmt.Errorf("cpu must be at least 0.001 (1m, one millicore); got %q", s)
 	}
 	return 0, fmt.Errorf("cpu must be a number of cores such as 0.5 or 2, or millicores such as 500m; got %q", s)
 }

@@ -62,6 +62,16 @@ type Task struct {
 
 	// Refs is everything the task's pipeline-scope expressions refer to.
 	Refs expr.Refs
+
+	needsPos []Pos // where each of Needs is written
+}
+
+// needPos returns where the i-th need is written, or the task's position.
+func (t *Task) needPos(i int) Pos {
+	if i < len(t.needsPos) {
+		return t.needsPos[i]
+	}
+	return t.Pos
 }
 
 // IsForEach reports whether the task fans out.
@@ -90,6 +100,9 @@ type Use struct {
 type Arg struct {
 	Name  string
 	Value *expr.Template
+
+	keyPos, valPos Pos
+	kind           yaml.Kind // of the YAML value, to describe a literal
 }
 
 // Check validates an attempt's outputs: against a JSON Schema file, or with an
@@ -145,7 +158,7 @@ func (d *decoder) checks(n *yaml.Node) []*Check {
 			}
 		})
 		if (c.Schema == "") == (c.Expr == nil) && resolve(item).Kind == yaml.MappingNode {
-			if c.Schema == "" && !hasKey(item, "expr") {
+			if c.Schema == "" && !d.has(item, "expr") {
 				d.errorf(item, "a check needs schema (a JSON Schema file) or expr (a condition over outputs)")
 			} else if c.Schema != "" {
 				d.errorf(item, "a check takes schema or expr, not both")
@@ -156,15 +169,6 @@ func (d *decoder) checks(n *yaml.Node) []*Check {
 	return out
 }
 
-func hasKey(n *yaml.Node, key string) bool {
-	n = resolve(n)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return true
-		}
-	}
-	return false
-}
 
 var (
 	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
@@ -173,10 +177,11 @@ var (
 
 // rawTask is a task as decoded, before templates, defaults and the graph are resolved.
 type rawTask struct {
-	task    *Task
-	node    *yaml.Node
-	own     settings
-	usesPos Pos
+	task           *Task
+	node           *yaml.Node
+	own            settings
+	usesPos        Pos
+	maxParallelPos Pos
 	// exprs are the task's pipeline-scope templates with their positions, for
 	// checking what they refer to once every task is known.
 	exprs []posTemplate
@@ -259,7 +264,7 @@ func (l *loader) task(d *decoder, n *yaml.Node) *rawTask {
 		}
 	}
 	if t.Name == "" {
-		if !hasKey(n, "name") {
+		if !d.has(n, "name") {
 			d.errorf(n, "a task needs a name")
 		}
 		return nil
@@ -283,6 +288,11 @@ func (l *loader) task(d *decoder, n *yaml.Node) *rawTask {
 			t.Description, _ = d.str(f.val)
 		case "needs":
 			t.Needs, _ = d.stringList(f.val, "needs")
+			if v := resolve(f.val); v.Kind == yaml.SequenceNode {
+				for _, e := range v.Content {
+					t.needsPos = append(t.needsPos, d.pos(e))
+				}
+			}
 		case "if":
 			t.If = add(f, d.condition(f.val, condScope), "if")
 		case "trigger":
@@ -296,11 +306,8 @@ func (l *loader) task(d *decoder, n *yaml.Node) *rawTask {
 		case "for_each":
 			v := resolve(f.val)
 			if v.Kind == yaml.SequenceNode {
-				var list []any
-				if err := v.Decode(&list); err != nil {
-					d.errorf(v, "for_each: %v", err)
-				}
-				t.ForEachList = yamlValue(list).([]any)
+				list, _ := d.value(v)
+				t.ForEachList, _ = list.([]any)
 				if t.ForEachList == nil {
 					t.ForEachList = []any{}
 				}
@@ -317,6 +324,7 @@ func (l *loader) task(d *decoder, n *yaml.Node) *rawTask {
 			if v, ok := d.integer(f.val, 1); ok {
 				rt.own.maxParallel = &v
 			}
+			rt.maxParallelPos = d.pos(f.key)
 		case "uses":
 			if s, ok := d.str(f.val); ok {
 				t.Uses = &Use{Path: s}
@@ -355,14 +363,14 @@ func (l *loader) task(d *decoder, n *yaml.Node) *rawTask {
 		} else {
 			for _, f := range d.keyed(withNode, "with") {
 				if tmpl := d.argument(f.val, scope); tmpl != nil {
-					t.Uses.With = append(t.Uses.With, Arg{Name: f.key.Value, Value: tmpl})
+					t.Uses.With = append(t.Uses.With, Arg{Name: f.key.Value, Value: tmpl, keyPos: d.pos(f.key), valPos: d.pos(f.val), kind: resolve(f.val).Kind})
 					rt.exprs = append(rt.exprs, posTemplate{pos: d.pos(f.val), t: tmpl, what: "with " + f.key.Value, d: d, node: f.val})
 				}
 			}
 		}
 	}
 	if rt.own.maxParallel != nil && !forEach {
-		d.errorf(n, "task %s: max_parallel is only for a task with for_each", t.Name)
+		d.errorAt(rt.maxParallelPos, "task %s: max_parallel is only for a task with for_each", t.Name)
 	}
 	l.checkKind(d, rt)
 	return rt
@@ -373,11 +381,11 @@ func (l *loader) checkKind(d *decoder, rt *rawTask) {
 	t := rt.task
 	var kinds []string
 	for _, k := range []string{"run", "image", "uses"} {
-		if hasKey(rt.node, k) {
+		if d.has(rt.node, k) {
 			kinds = append(kinds, k)
 		}
 	}
-	hasCommand := hasKey(rt.node, "command")
+	hasCommand := d.has(rt.node, "command")
 	switch {
 	case len(kinds) == 0 && hasCommand:
 		d.errorf(rt.node, "task %s has a command but no image: add image, or use run for a shell line", t.Name)
@@ -438,7 +446,11 @@ func (l *loader) resolveTask(d *decoder, p *Pipeline, rt *rawTask, defaults sett
 	}
 	prof, ok := p.Config.Executors[name]
 	if !ok {
-		d.errorAt(pos, "task %s uses unknown executor %q%s", t.Name, name, knownList("executors", p.Config.ProfileNames()))
+		hint := nearest(name, p.Config.ProfileNames())
+		if hint == "" {
+			hint = knownList("executors", p.Config.ProfileNames())
+		}
+		d.errorAt(pos, "task %s uses unknown executor %q%s", t.Name, name, hint)
 		return
 	}
 	t.Executor = prof
@@ -446,7 +458,7 @@ func (l *loader) resolveTask(d *decoder, p *Pipeline, rt *rawTask, defaults sett
 		d.errorAt(orPos(pos, t.Pos), "task %s has an image, but executor %s runs local processes: set executor to docker or another container executor", t.Name, describeProfile(prof))
 	}
 	if !t.IsContainer() && t.Body.Run != nil && prof.Type == ExecDocker && prof.String("image") == "" {
-		d.errorAt(orPos(pos, t.Pos), "task %s runs a shell line on executor %s, which needs an image: add image to the task or to the profile", t.Name, describeProfile(prof))
+		d.errorAt(orPos(pos, t.Pos), "task %s runs a shell line on executor %s, which has no image to run it in: add image to that profile in dray.yaml, or make the task image and command", t.Name, describeProfile(prof))
 	}
 }
 
@@ -491,12 +503,15 @@ func (d *decoder) argument(n *yaml.Node, scope expr.Scope) *expr.Template {
 	if v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
 		return expr.Literal(v.Value)
 	}
-	var raw any
-	if err := v.Decode(&raw); err != nil || raw == nil {
-		d.errorf(n, "want a value, got %s", kindName(v))
+	raw, ok := d.value(v)
+	if !ok {
 		return nil
 	}
-	data, err := expr.Marshal(yamlValue(raw))
+	if raw == nil {
+		d.want(n, "want a value, got null")
+		return nil
+	}
+	data, err := expr.Marshal(raw)
 	if err != nil {
 		d.errorf(n, "%v", err)
 		return nil

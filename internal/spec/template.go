@@ -97,7 +97,7 @@ func (l *loader) templateTask(d *decoder, tt *TaskTemplate, n *yaml.Node) {
 	var refs []posTemplate
 	add := func(f field, t *expr.Template) *expr.Template {
 		if t != nil {
-			refs = append(refs, posTemplate{pos: d.pos(f.val), t: t})
+			refs = append(refs, posTemplate{pos: d.pos(f.val), t: t, d: d, node: f.val})
 			tt.refs.Merge(t.Refs())
 		}
 		return t
@@ -130,18 +130,19 @@ func (l *loader) templateTask(d *decoder, tt *TaskTemplate, n *yaml.Node) {
 			d.setting(&tt.settings, key, f)
 		}
 	})
+	hasRun, hasImage, hasCommand := d.has(n, "run"), d.has(n, "image"), d.has(n, "command")
 	switch {
-	case b.Run != nil && b.Image != nil:
+	case hasRun && hasImage:
 		d.errorf(n, "a template task is run or image (with command), not both")
-	case b.Run == nil && b.Image == nil:
+	case !hasRun && !hasImage:
 		d.errorf(n, "a template task needs run (a shell line) or image and command (a container)")
-	case b.Run != nil && b.Command != nil:
+	case hasRun && hasCommand:
 		d.errorf(n, "a template task with run cannot have command: command goes with image")
 	}
 	for _, r := range refs {
 		for _, name := range r.t.Refs().Inputs {
 			if tt.Input(name) == nil {
-				d.errorAt(r.pos, "unknown input %q%s", name, paramList("inputs", tt.Inputs))
+				d.errorAt(r.at("inputs."+name), "unknown input %q%s", name, paramList("inputs", tt.Inputs))
 			}
 		}
 	}
@@ -155,13 +156,21 @@ func (l *loader) checkWith(d *decoder, t *Task, at Pos) {
 		given[a.Name] = true
 		in := tt.Input(a.Name)
 		if in == nil {
-			d.errorAt(at, "task %s: template %s has no input %q%s", t.Name, tt.Path, a.Name, paramList("inputs", tt.Inputs))
+			d.errorAt(orPos(a.keyPos, at), "task %s: template %s has no input %q%s", t.Name, tt.Path, a.Name, paramList("inputs", tt.Inputs))
 			continue
 		}
-		if a.Value.IsLiteral() {
-			if _, err := in.Parse(a.Value.Source); err != nil {
-				d.errorAt(at, "task %s: with %s: %s", t.Name, a.Name, err.(*ParamError).Message)
-			}
+		if !a.Value.IsLiteral() {
+			continue
+		}
+		var err error
+		if a.kind == yaml.ScalarNode {
+			_, err = in.Parse(a.Value.Source)
+		} else if v, derr := expr.Decode([]byte(a.Value.Source)); derr == nil {
+			// A YAML list or mapping: describe it as one, not as its JSON text.
+			_, err = in.Coerce(v)
+		}
+		if err != nil {
+			d.errorAt(orPos(a.valPos, at), "task %s: with %s: %s", t.Name, a.Name, err.(*ParamError).Message)
 		}
 	}
 	for _, in := range tt.Inputs {
