@@ -77,7 +77,7 @@ func (d *decoder) yamlError(err error) {
 	case strings.HasPrefix(msg, "did not find expected ',' or") || strings.HasPrefix(msg, "did not find expected key") ||
 		strings.HasPrefix(msg, "did not find expected '-' indicator") || strings.HasPrefix(msg, "did not find expected node content"):
 		// Parser errors (not scanner errors) come with a 0-based line.
-		p.Line++
+		p.Line = min(p.Line+1, max(len(d.lines), 1))
 	case strings.Contains(msg, "tab character"):
 		// The line given is where the token began; the tab is at or after it.
 		for l := max(p.Line-1, 0); l < len(d.lines); l++ {

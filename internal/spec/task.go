@@ -169,7 +169,6 @@ func (d *decoder) checks(n *yaml.Node) []*Check {
 	return out
 }
 
-
 var (
 	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
