@@ -174,6 +174,9 @@ func (r *run) execute(ctx context.Context) engine.Result {
 		return res
 	}
 	outputs, err := ship.outputs(end.res)
+	if err == nil {
+		outputs, err = maskOutputs(outputs, secretValues)
+	}
 	if err != nil {
 		res := failed(err.Error())
 		res.ExitCode = &code

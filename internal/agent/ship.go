@@ -233,7 +233,9 @@ func (s *shipper) outputs(res executor.Result) (json.RawMessage, error) {
 // size formats a byte count: 1.5 MiB, 800 KiB, 12 bytes.
 func size(n int64) string {
 	f := func(v float64, unit string) string {
-		return strings.TrimSuffix(fmt.Sprintf("%.1f", v), ".0") + " " + unit
+		// Two decimals, so 1.05 MiB does not read as the 1 MiB limit.
+		text := strings.TrimRight(fmt.Sprintf("%.2f", v), "0")
+		return strings.TrimSuffix(text, ".") + " " + unit
 	}
 	switch {
 	case n >= 1<<20:
@@ -242,4 +244,29 @@ func size(n int64) string {
 		return f(float64(n)/(1<<10), "KiB")
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// maskOutputs replaces secret values in outputs with ***, as in logs: a secret
+// is never stored or passed on. Values are masked as written and as JSON
+// escapes them. A secret that is not inside a JSON string (a bare number, a
+// key) cannot be masked in place, and fails the attempt instead.
+func maskOutputs(outputs json.RawMessage, values []string) (json.RawMessage, error) {
+	if outputs == nil || len(values) == 0 {
+		return outputs, nil
+	}
+	all := make([]string, 0, 2*len(values))
+	for _, v := range values {
+		all = append(all, v)
+		if esc, err := json.Marshal(v); err == nil {
+			all = append(all, string(esc[1:len(esc)-1]))
+		}
+	}
+	masked := secrets.NewMasker(all...).Mask(string(outputs))
+	if masked == string(outputs) {
+		return outputs, nil
+	}
+	if !json.Valid([]byte(masked)) {
+		return nil, fmt.Errorf("outputs contain a secret outside a JSON string; dray masks secrets in outputs, so write it inside a string or not at all")
+	}
+	return json.RawMessage(masked), nil
 }

@@ -94,6 +94,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	// cobra has no typed error for an unknown command: it is bad input.
+	if err != nil && strings.HasPrefix(err.Error(), "unknown command") {
+		err = badInput(err)
+	}
 	code := exitCode(err)
 	if err != nil && err.Error() != "" {
 		msg := err.Error()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/dray-dev/dray/internal/blob"
@@ -77,12 +78,16 @@ func (e *env) openState(ctx context.Context, dir, storage string) (*state, error
 	if storage == "" {
 		storage = DefaultStorage
 	}
+	if !strings.HasPrefix(storage, "file://") {
+		st.Close()
+		return nil, badInputf("dray.yaml: storage %s: this version of dray keeps logs in file:// storage only (s3:// and gs:// come with the server)", storage)
+	}
 	bucket, err := blob.Open(ctx, storage, dir)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	svc := control.New(control.Config{Store: st, Blob: bucket, Logger: e.log, Host: control.Hostname()})
+	svc := control.New(control.Config{Store: st, Blob: bucket, Logger: e.log, Host: control.Hostname(), OnAgentGone: reapLocal(e.log)})
 	return &state{dir: dir, store: st, bucket: bucket, svc: svc}, nil
 }
 
@@ -92,6 +97,11 @@ func (e *env) openStateFor(ctx context.Context) (*state, error) {
 	dir, err := e.projectDir()
 	if err != nil {
 		return nil, err
+	}
+	_, errCfg := os.Stat(filepath.Join(dir, spec.ConfigFile))
+	_, errState := os.Stat(filepath.Join(dir, StateDir))
+	if errCfg != nil && errState != nil && e.getenv("DRAY_DB") == "" {
+		return nil, badInputf("%s is not a dray project (it has no dray.yaml): use --dir, or `dray init` to make one", dir)
 	}
 	storage := ""
 	if proj, err := spec.Load(os.DirFS(dir)); err == nil && proj.Config != nil {

@@ -55,7 +55,7 @@ func (p *progress) line(name, state, detail string) {
 	pad := strings.Repeat(" ", max(1, p.width-len(name)))
 	text := fmt.Sprintf("%s  %s%s%s", stamp, name, pad, p.paint(state))
 	if detail != "" {
-		text += "  " + detail
+		text += "  " + strings.Join(strings.Fields(strings.ReplaceAll(detail, "\n", "; ")), " ")
 	}
 	fmt.Fprintln(p.w, text)
 }

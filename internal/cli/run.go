@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"slices"
@@ -76,8 +77,8 @@ func (e *env) run(ctx context.Context, name string, args []string, opts driveOpt
 	}
 	defer st.close()
 	st.svc.AddPlan(plan)
-	return e.drive(ctx, st, plan, proj.Config, execs, opts, func(ctx context.Context) (string, error) {
-		r, err := st.svc.Trigger(ctx, plan, control.TriggerRequest{Params: params, Trigger: "manual"})
+	return e.drive(ctx, st, plan, proj.Config, execs, opts, func(ctx context.Context, driver string) (string, error) {
+		r, err := st.svc.Trigger(ctx, plan, control.TriggerRequest{Params: params, Trigger: "manual", Driver: driver})
 		if err != nil {
 			return "", err
 		}
@@ -151,42 +152,40 @@ func (e *env) retry(ctx context.Context, prefix string, opts driveOptions) error
 	if r.State == engine.RunSucceeded {
 		return badInputf("run %s succeeded: nothing to retry", id)
 	}
-	e.reap(ctx, st, id)
-	// Declare the dead process's agent gone now, so its lost attempts are
-	// settled before the retry's progress is shown.
+	// Settle a dead `dray run` now (kill what it left, end the run as
+	// interrupted), so the retry's progress starts from a clean state.
 	if err := st.svc.Sweep(ctx); err != nil {
 		return stateError(err)
 	}
 	execs := e.executors()
-	return e.drive(ctx, st, nil, nil, execs, opts, func(ctx context.Context) (string, error) {
-		return id, st.svc.Retry(ctx, id)
+	return e.drive(ctx, st, nil, nil, execs, opts, func(ctx context.Context, driver string) (string, error) {
+		return id, st.svc.Retry(ctx, id, driver)
 	})
 }
 
-// reap kills what is left of local processes of a run whose dray process died
-// (its tasks' process groups), before they are run again.
-func (e *env) reap(ctx context.Context, st *state, runID string) {
-	atts, err := st.svc.Attempts(ctx, runID, "")
-	if err != nil {
-		return
-	}
-	loc := local.New(local.Config{Logger: e.log})
-	for _, a := range atts {
-		if a.State.Final() || a.Work == nil || a.Work.ExecutorType != spec.ExecLocal || a.Agent == "" {
-			continue
+// reapLocal kills what is left of the local processes of attempts whose agent
+// on this host is gone (their process groups, and anything that carries
+// their DRAY_ATTEMPT_ID), before the attempts are marked lost.
+func reapLocal(log *slog.Logger) func(ctx context.Context, ag *store.Agent, held []*engine.Attempt) {
+	return func(ctx context.Context, ag *store.Agent, held []*engine.Attempt) {
+		if ag.Host != control.Hostname() {
+			return
 		}
-		if _, alive := st.agentAlive(ctx, a.Agent); alive {
-			continue
-		}
-		if a.Handle != nil {
-			if _, err := loc.Recover(ctx, &executor.Spec{AttemptID: a.ID}, a.Handle, nil); err != nil && !errors.Is(err, executor.ErrLost) {
-				e.log.Warn("clean up a process of the dead run", "attempt", a.ID, "err", err)
+		loc := local.New(local.Config{Logger: log})
+		for _, a := range held {
+			if a.Work == nil || a.Work.ExecutorType != spec.ExecLocal {
+				continue
 			}
-		}
-		if n, err := local.Reap(a.ID); err != nil {
-			e.log.Warn("clean up processes of the dead run", "attempt", a.ID, "err", err)
-		} else if n > 0 {
-			e.log.Info("killed processes the dead run left behind", "attempt", a.ID, "processes", n)
+			if a.Handle != nil {
+				if _, err := loc.Recover(ctx, &executor.Spec{AttemptID: a.ID}, a.Handle, nil); err != nil && !errors.Is(err, executor.ErrLost) {
+					log.Warn("clean up a process of a dead run", "attempt", a.ID, "err", err)
+				}
+			}
+			if n, err := local.Reap(a.ID); err != nil {
+				log.Warn("clean up processes of a dead run", "attempt", a.ID, "err", err)
+			} else if n > 0 {
+				log.Info("killed processes a dead run left behind", "attempt", a.ID, "processes", n)
+			}
 		}
 	}
 }
@@ -196,14 +195,26 @@ func (e *env) reap(ctx context.Context, st *state, runID string) {
 // cancels it (twice: forces). begin starts the run (trigger or retry) once
 // events are being listened to.
 func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *spec.Config,
-	execs map[string]executor.Executor, opts driveOptions, begin func(context.Context) (string, error)) error {
+	execs map[string]executor.Executor, opts driveOptions, begin func(ctx context.Context, driver string) (string, error)) error {
 	out, outFile := e.stdout, e.stdout
 	if opts.json {
 		out, outFile = e.stderr, e.stderr
 	}
 	events, stopEvents := st.subscribeAll(ctx)
 	defer stopEvents()
-	runID, err := begin(ctx)
+	info := control.AgentInfo{
+		ID: fmt.Sprintf("local-%s-%d", control.Hostname(), os.Getpid()), Host: control.Hostname(), PID: os.Getpid(),
+		Version: Version, Capacity: opts.capacity,
+	}
+	for typ := range execs {
+		info.Executors = append(info.Executors, typ)
+	}
+	// Registered before the run exists, so a sweep never finds it without
+	// its driver.
+	if err := st.svc.Register(ctx, info); err != nil {
+		return stateError(err)
+	}
+	runID, err := begin(ctx, info.ID)
 	if err != nil {
 		return stateError(err)
 	}
@@ -235,12 +246,9 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 
 	agentCtx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAgent()
+	info.Labels, info.RunID, info.Executors = planLabels(plan), runID, nil
 	ag := agent.New(agent.Config{
-		Info: control.AgentInfo{
-			ID: fmt.Sprintf("run-%s-%d", runID, os.Getpid()), Host: control.Hostname(), PID: os.Getpid(),
-			Labels: planLabels(plan), Version: Version, Capacity: opts.capacity, RunID: runID,
-		},
-		Control: st.svc, Executors: execs, Secrets: resolver, Dir: st.dir, Logger: e.log,
+		Info: info, Control: st.svc, Executors: execs, Secrets: resolver, Dir: st.dir, Logger: e.log,
 		Poll: time.Second,
 	})
 	agentDone := make(chan error, 1)
@@ -260,6 +268,9 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 	var final engine.RunState
 	if r.State.Final() {
 		final = r.State
+	}
+	if r.State == engine.RunQueued {
+		fmt.Fprintf(out, "run %s queued: %s runs at most %d at once (max_active_runs); it starts when one ends\n", runID, plan.Name, plan.MaxActiveRuns)
 	}
 	for final == "" {
 		select {
@@ -421,22 +432,13 @@ func (s *state) plan(ctx context.Context, r *engine.Run) (*spec.Pipeline, error)
 	return plan, nil
 }
 
-// liveRunner reports whether a dray process on this host is driving the run.
+// liveRunner reports whether a live dray process drives the run, and its pid.
 func (s *state) liveRunner(ctx context.Context, runID string) (int, bool) {
-	var agents []*store.Agent
-	s.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		agents, err = tx.Agents(ctx)
-		return err
-	})
-	for _, a := range agents {
-		if strings.HasPrefix(a.ID, "run-"+runID+"-") && a.State != control.AgentStopped {
-			if pid, alive := s.agentAlive(ctx, a.ID); alive {
-				return pid, true
-			}
-		}
+	r, err := s.svc.Run(ctx, runID)
+	if err != nil || r.Driver == "" || r.State.Final() {
+		return 0, false
 	}
-	return 0, false
+	return s.agentAlive(ctx, r.Driver)
 }
 
 // agentAlive reports whether an agent is alive: its process exists (on this

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -24,7 +25,12 @@ func (e *env) runsCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, s := range states {
-				f.States = append(f.States, engine.RunState(s))
+				switch st := engine.RunState(s); st {
+				case engine.RunQueued, engine.RunRunning, engine.RunSucceeded, engine.RunFailed, engine.RunCanceled:
+					f.States = append(f.States, st)
+				default:
+					return badInputf("--state %s: want queued, running, succeeded, failed or canceled", s)
+				}
 			}
 			return e.listRuns(cmd.Context(), f, asJSON)
 		},
@@ -73,31 +79,23 @@ func (e *env) listRuns(ctx context.Context, f store.RunFilter, asJSON bool) erro
 	fmt.Fprintln(tw, "RUN\tPIPELINE\tSTATE\tTRIGGER\tSTARTED\tDURATION")
 	for _, r := range runs {
 		state := r.State
-		if r.State == string(engine.RunRunning) {
-			if _, alive := st.liveRunner(ctx, r.ID); !alive && !st.remoteAgents(ctx) {
-				state += " (interrupted: `dray retry " + r.ID + "` finishes it)"
-			}
+		if st.interrupted(ctx, r.ID) {
+			state += " (interrupted: `dray retry " + r.ID + "` finishes it)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Pipeline, state, r.Trigger, when(r.StartedAt), duration(r.StartedAt, r.EndedAt))
 	}
 	return tw.Flush()
 }
 
-// remoteAgents reports whether an agent that is not a local `dray run` is alive
-// (a server's agent may be running this project's runs).
-func (s *state) remoteAgents(ctx context.Context) bool {
-	var agents []*store.Agent
-	s.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		agents, err = tx.Agents(ctx)
-		return err
-	})
-	for _, a := range agents {
-		if !strings.HasPrefix(a.ID, "run-") && a.State != control.AgentStopped && time.Since(a.HeartbeatAt) < 30*time.Second {
-			return true
-		}
+// interrupted reports whether a run is unfinished but the process that drove
+// it is gone (a killed `dray run`).
+func (s *state) interrupted(ctx context.Context, runID string) bool {
+	r, err := s.svc.Run(ctx, runID)
+	if err != nil || r.Driver == "" || r.State.Final() {
+		return false
 	}
-	return false
+	_, alive := s.agentAlive(ctx, r.Driver)
+	return !alive
 }
 
 func when(t *time.Time) string {
@@ -279,7 +277,14 @@ func (e *env) cancelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// An interrupted run ends when its dead process is noticed.
+			if err := st.svc.Sweep(ctx); err != nil {
+				return stateError(err)
+			}
 			if err := st.svc.Cancel(ctx, id, force); err != nil {
+				if errors.Is(err, engine.ErrRunEnded) {
+					return badInputf("%v", err)
+				}
 				return err
 			}
 			fmt.Fprintf(e.stdout, "run %s: cancel requested\n", id)

@@ -44,7 +44,11 @@ func (e *env) validateCmd() *cobra.Command {
 				}
 				return badInput(fmt.Errorf("%w\n%d %s", proj.Errors, len(proj.Errors), noun))
 			}
-			fmt.Fprintf(e.stdout, "ok: %d pipelines\n", len(proj.Pipelines))
+			noun := "pipelines"
+			if len(proj.Pipelines) == 1 {
+				noun = "pipeline"
+			}
+			fmt.Fprintf(e.stdout, "ok: %d %s\n", len(proj.Pipelines), noun)
 			return nil
 		},
 	}

@@ -297,9 +297,68 @@ func (s *Service) Sweep(ctx context.Context) error {
 			continue
 		}
 		s.log.Info("agent lost", "agent", ag.ID, "reason", why)
+		if s.cfg.OnAgentGone != nil {
+			var held []*engine.Attempt
+			if err := s.store.View(ctx, func(tx store.Tx) error {
+				var err error
+				held, err = tx.Attempts(ctx, store.AttemptFilter{Agent: ag.ID, States: []engine.AttemptState{engine.AttemptClaimed, engine.AttemptRunning}})
+				return err
+			}); err != nil {
+				return err
+			}
+			s.cfg.OnAgentGone(ctx, ag, held)
+		}
 		if err := s.stopAgent(ctx, ag.ID, why); err != nil {
 			return err
 		}
+	}
+	return s.abandonOrphans(ctx)
+}
+
+// abandonOrphans ends the runs whose driver is gone (see engine.Engine.Abandon).
+func (s *Service) abandonOrphans(ctx context.Context) error {
+	var orphans []*engine.Run
+	var gone map[string]*store.Agent
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		runs, err := tx.Runs(ctx, store.RunFilter{States: []engine.RunState{engine.RunQueued, engine.RunRunning}, Driven: true})
+		if err != nil {
+			return err
+		}
+		gone = map[string]*store.Agent{}
+		for _, r := range runs {
+			ag, err := tx.Agent(ctx, r.Driver)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // its process has not registered yet
+			}
+			if err != nil {
+				return err
+			}
+			if ag.State == AgentStopped {
+				orphans = append(orphans, r)
+				gone[r.ID] = ag
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range orphans {
+		ag := gone[r.ID]
+		why := fmt.Sprintf("interrupted: the dray process that ran it (pid %d on %s) is gone; `dray retry %s` finishes it", ag.PID, ag.Host, r.ID)
+		var out changes
+		err := s.store.Update(ctx, func(tx store.Tx) error {
+			out = changes{}
+			err := s.advance(ctx, tx, r.ID, true, &out, func(e *engine.Engine) (*engine.Step, error) { return e.Abandon(why) })
+			if errors.Is(err, engine.ErrRunEnded) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("abandon run %s: %w", r.ID, err)
+		}
+		s.after(out)
 	}
 	return nil
 }

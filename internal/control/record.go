@@ -23,7 +23,8 @@ type RunRecord struct {
 	CreatedAt   *time.Time     `json:"created_at"`
 	StartedAt   *time.Time     `json:"started_at"`
 	EndedAt     *time.Time     `json:"ended_at"`
-	Tasks       []TaskRecord   `json:"tasks"`
+	// Tasks are left out of lists of runs.
+	Tasks []TaskRecord `json:"tasks,omitempty"`
 }
 
 // TaskRecord is one task of a RunRecord. Outputs follow the output rules: an
@@ -38,7 +39,7 @@ type TaskRecord struct {
 	Warnings  []string         `json:"warnings,omitempty"`
 	StartedAt *time.Time       `json:"started_at"`
 	EndedAt   *time.Time       `json:"ended_at"`
-	Instances []InstanceRecord `json:"instances,omitempty"`
+	Instances []InstanceRecord `json:"instances,omitzero"`
 }
 
 // InstanceRecord is one instance of a for_each task.
@@ -129,7 +130,7 @@ func runHeader(r *engine.Run) *RunRecord {
 	return &RunRecord{
 		ID: r.ID, Pipeline: r.Pipeline, State: string(r.State), Reason: r.Reason, Params: params,
 		Trigger: r.Trigger, LogicalDate: engine.LogicalDate(r), CreatedAt: timePtr(r.CreatedAt),
-		StartedAt: timePtr(r.StartedAt), EndedAt: timePtr(r.EndedAt), Tasks: []TaskRecord{},
+		StartedAt: timePtr(r.StartedAt), EndedAt: timePtr(r.EndedAt),
 	}
 }
 

@@ -23,6 +23,10 @@ type TriggerRequest struct {
 	Trigger string // manual (default), schedule, backfill, api
 	// LogicalTime is the time the run is for (default: now).
 	LogicalTime time.Time
+	// Driver is the agent of the process that will drive the run (`dray
+	// run`); the run is abandoned when that agent is gone. Empty for a run
+	// any agent may take.
+	Driver string
 }
 
 // Trigger creates a run of a pipeline and starts it, unless the pipeline's
@@ -38,6 +42,7 @@ func (s *Service) Trigger(ctx context.Context, p *spec.Pipeline, req TriggerRequ
 		Trigger:     req.Trigger,
 		LogicalTime: req.LogicalTime.UTC().Truncate(time.Microsecond),
 		Salt:        randomHex(16),
+		Driver:      req.Driver,
 		CreatedAt:   now,
 	}
 	if r.Trigger == "" {
@@ -46,6 +51,11 @@ func (s *Service) Trigger(ctx context.Context, p *spec.Pipeline, req TriggerRequ
 	if r.LogicalTime.IsZero() {
 		r.LogicalTime = now
 	}
+	loc := time.UTC
+	if p.Schedule != nil && p.Schedule.Location != nil {
+		loc = p.Schedule.Location
+	}
+	r.LogicalDate = r.LogicalTime.In(loc).Format("2006-01-02")
 	params, err := spec.ResolveParams(p.Params, req.Params, expr.Vars{expr.RootRun: engine.RunVars(r)})
 	if err != nil {
 		return nil, err
@@ -94,10 +104,10 @@ func (s *Service) Cancel(ctx context.Context, runID string, force bool) error {
 	return nil
 }
 
-// Retry runs a run's failed and unfinished tasks again (see engine.Engine.Retry).
-// It first marks as lost the attempts of agents that are gone, so a run whose
-// `dray run` was killed can be finished.
-func (s *Service) Retry(ctx context.Context, runID string) error {
+// Retry runs a run's failed and unfinished tasks again (see engine.Engine.Retry),
+// driven from now on by driver ("" for any agent). It first settles agents
+// that are gone, so a run whose `dray run` was killed can be finished.
+func (s *Service) Retry(ctx context.Context, runID, driver string) error {
 	if err := s.Sweep(ctx); err != nil {
 		return err
 	}
@@ -107,6 +117,12 @@ func (s *Service) Retry(ctx context.Context, runID string) error {
 		r, err := tx.Run(ctx, runID)
 		if err != nil {
 			return err
+		}
+		if r.Driver != driver {
+			r.Driver = driver
+			if err := tx.UpdateRun(ctx, r); err != nil {
+				return err
+			}
 		}
 		if !r.State.Final() {
 			// Still running (its process died): only the failed tasks restart.

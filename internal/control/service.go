@@ -32,6 +32,10 @@ type Config struct {
 	AgentLease time.Duration
 	// Host is this machine's name, to tell whether an agent's process is gone.
 	Host string
+	// OnAgentGone, when set, is called for an agent declared gone, with the
+	// attempts it held, before they are marked lost: the place to kill what is
+	// left of them on this host.
+	OnAgentGone func(ctx context.Context, agent *store.Agent, held []*engine.Attempt)
 }
 
 // Service is the control plane over one store.

@@ -19,15 +19,32 @@ var ErrNothingToRetry = errors.New("run succeeded: nothing to retry")
 // run after their upstream tasks end, to clean up, unless force is set.
 // The View must hold every task of the run.
 func (e *Engine) Cancel(force bool) (*Step, error) {
+	return e.stop(force, "")
+}
+
+// Abandon ends a run whose driver is gone (the `dray run` process that ran
+// it was killed): every unfinished attempt ends lost and is not retried, tasks
+// that have not started are canceled, and the run fails with reason, so it
+// holds no slot; Retry finishes it. The View must hold every task of the run.
+func (e *Engine) Abandon(reason string) (*Step, error) {
+	return e.stop(true, reason)
+}
+
+func (e *Engine) stop(force bool, abandon string) (*Step, error) {
 	r := e.v.Run
 	if r.State.Final() {
 		return nil, fmt.Errorf("cancel run %s: %w (%s)", r.ID, ErrRunEnded, r.State)
 	}
 	e.force = force
+	e.abandon = abandon
 	r.CancelRequested = true
 	e.touchRun()
 	if r.State == RunQueued {
-		e.finishRun(RunCanceled, "canceled before it started")
+		if abandon != "" {
+			e.finishRun(RunFailed, abandon)
+		} else {
+			e.finishRun(RunCanceled, "canceled before it started")
+		}
 		return e.step, nil
 	}
 	spare := func(t *spec.Task) bool { return t.Trigger == spec.TriggerAlways && !force }
@@ -40,8 +57,17 @@ func (e *Engine) Cancel(force bool) (*Step, error) {
 		if t == nil || spare(t) {
 			continue
 		}
-		switch a.State {
-		case AttemptPending, AttemptQueued:
+		switch {
+		case abandon != "":
+			// No agent will report these: end them now.
+			rt, err := e.task(a.Task)
+			if err != nil {
+				return nil, err
+			}
+			a.State, a.Reason, a.EndedAt = AttemptLost, abandon, e.now
+			e.step.Attempts = append(e.step.Attempts, a)
+			e.endAttempt(t, rt, a)
+		case a.State == AttemptPending || a.State == AttemptQueued:
 			rt, err := e.task(a.Task)
 			if err != nil {
 				return nil, err
@@ -91,6 +117,12 @@ func (e *Engine) Retry() (*Step, error) {
 		return nil, fmt.Errorf("retry run %s: it has not started", r.ID)
 	}
 	r.State, r.Reason, r.EndedAt, r.CancelRequested = RunRunning, "", zeroTime, false
+	r.Unfinished = 0
+	for _, t := range e.plan.Tasks {
+		if rt, err := e.task(t.Name); err == nil && !rt.State.Final() {
+			r.Unfinished++
+		}
+	}
 	e.touchRun()
 	e.event(Event{Index: -1, State: string(RunRunning), Reason: "retry"})
 	for _, t := range e.plan.Order() {

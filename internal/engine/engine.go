@@ -77,6 +77,8 @@ type Engine struct {
 	items map[string][]json.RawMessage
 	// force cancels tasks with trigger always too.
 	force bool
+	// abandon is the reason a run whose driver is gone ends with.
+	abandon string
 }
 
 // New returns an engine for one decision at time now.
@@ -228,6 +230,8 @@ func (e *Engine) maybeFinishRun() error {
 		}
 	}
 	switch {
+	case e.abandon != "":
+		e.finishRun(RunFailed, e.abandon)
 	case r.CancelRequested:
 		e.finishRun(RunCanceled, "canceled")
 	case len(failed) == 1:

@@ -13,8 +13,14 @@ import (
 	"github.com/dray-dev/dray/internal/spec"
 )
 
-// LogicalDate formats a run's logical time as its date (YYYY-MM-DD).
-func LogicalDate(r *Run) string { return r.LogicalTime.UTC().Format("2006-01-02") }
+// LogicalDate returns the date a run is for (YYYY-MM-DD): its LogicalDate, or
+// the UTC date of its logical time.
+func LogicalDate(r *Run) string {
+	if r.LogicalDate != "" {
+		return r.LogicalDate
+	}
+	return r.LogicalTime.UTC().Format("2006-01-02")
+}
 
 // RunVars are the values of the `run` root of expressions.
 func RunVars(r *Run) map[string]any {

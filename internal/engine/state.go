@@ -94,7 +94,14 @@ type Run struct {
 	Trigger     string // manual, schedule, backfill, retry, api
 	LogicalTime time.Time
 	// Salt makes secret markers unguessable; it is never shown.
-	Salt            string
+	Salt string
+	// Driver is the agent of the process that drives the run (a `dray run`),
+	// or "" for a run that any agent may take; when the driver is gone the
+	// run is abandoned.
+	Driver string
+	// LogicalDate is the date the run is for (YYYY-MM-DD), in the time zone of
+	// the pipeline's schedule (UTC when it has none).
+	LogicalDate     string
 	CancelRequested bool
 	// Unfinished counts the run's tasks that have not ended.
 	Unfinished int

@@ -182,7 +182,7 @@ func (d *decoder) version(n *yaml.Node, into *int) bool {
 	return true
 }
 
-var storageSchemes = []string{"file", "s3", "gs", "azblob", "mem"}
+var storageSchemes = []string{"file", "s3", "gs", "azblob"}
 
 func (d *decoder) checkStorage(n *yaml.Node, s string) {
 	scheme, _, ok := strings.Cut(s, "://")

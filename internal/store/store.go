@@ -142,6 +142,8 @@ type RunFilter struct {
 	Before string
 	// Oldest lists oldest first instead.
 	Oldest bool
+	// Driven selects runs that have a Driver.
+	Driven bool
 	Limit  int
 }
 

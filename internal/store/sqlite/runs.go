@@ -37,7 +37,7 @@ func (t *txn) Spec(ctx context.Context, hash string) (map[string][]byte, error) 
 }
 
 const runColumns = `id, pipeline, spec_hash, state, reason, params, env, trigger, logical_time, salt,
-	cancel_requested, unfinished, created_at, started_at, ended_at`
+	driver, logical_date, cancel_requested, unfinished, created_at, started_at, ended_at`
 
 func runArgs(r *engine.Run) ([]any, error) {
 	params, err := json.Marshal(orEmpty(r.Params))
@@ -49,7 +49,7 @@ func runArgs(r *engine.Run) ([]any, error) {
 		return nil, fmt.Errorf("encode env of run %s: %w", r.ID, err)
 	}
 	return []any{r.ID, r.Pipeline, r.SpecHash, string(r.State), r.Reason, string(params), string(env),
-		r.Trigger, micros(r.LogicalTime), r.Salt, boolInt(r.CancelRequested), r.Unfinished,
+		r.Trigger, micros(r.LogicalTime), r.Salt, r.Driver, r.LogicalDate, boolInt(r.CancelRequested), r.Unfinished,
 		micros(r.CreatedAt), micros(r.StartedAt), micros(r.EndedAt)}, nil
 }
 
@@ -65,7 +65,7 @@ func (t *txn) InsertRun(ctx context.Context, r *engine.Run) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, args...)
+	_, err = t.exec(ctx, `INSERT INTO runs (`+runColumns+`) VALUES (`+placeholders(len(args))+`)`, args...)
 	if err != nil {
 		return fmt.Errorf("insert run %s: %w", r.ID, err)
 	}
@@ -78,8 +78,8 @@ func (t *txn) UpdateRun(ctx context.Context, r *engine.Run) error {
 		return err
 	}
 	res, err := t.exec(ctx, `UPDATE runs SET pipeline=?2, spec_hash=?3, state=?4, reason=?5, params=?6, env=?7,
-		trigger=?8, logical_time=?9, salt=?10, cancel_requested=?11, unfinished=?12, created_at=?13,
-		started_at=?14, ended_at=?15 WHERE id=?1`, args...)
+		trigger=?8, logical_time=?9, salt=?10, driver=?11, logical_date=?12, cancel_requested=?13,
+		unfinished=?14, created_at=?15, started_at=?16, ended_at=?17 WHERE id=?1`, args...)
 	if err != nil {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
 	}
@@ -97,7 +97,7 @@ func scanRun(sc scanner) (*engine.Run, error) {
 	var cancel int
 	var logical, created, started, ended int64
 	err := sc.Scan(&r.ID, &r.Pipeline, &r.SpecHash, &state, &r.Reason, &params, &env, &r.Trigger,
-		&logical, &r.Salt, &cancel, &r.Unfinished, &created, &started, &ended)
+		&logical, &r.Salt, &r.Driver, &r.LogicalDate, &cancel, &r.Unfinished, &created, &started, &ended)
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +183,9 @@ func (t *txn) Runs(ctx context.Context, f store.RunFilter) ([]*engine.Run, error
 		for _, s := range f.States {
 			args = append(args, string(s))
 		}
+	}
+	if f.Driven {
+		where = append(where, "driver <> ''")
 	}
 	order := "created_at DESC, id DESC"
 	if f.Before != "" {

@@ -16,6 +16,8 @@ CREATE TABLE runs (
     trigger          TEXT NOT NULL,
     logical_time     INTEGER NOT NULL,
     salt             TEXT NOT NULL,
+    driver           TEXT NOT NULL,
+    logical_date     TEXT NOT NULL,
     cancel_requested INTEGER NOT NULL,
     unfinished       INTEGER NOT NULL,
     created_at       INTEGER NOT NULL,
@@ -24,6 +26,7 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_created ON runs (created_at, id);
 CREATE INDEX runs_pipeline_state ON runs (pipeline, state, created_at);
+CREATE INDEX runs_driver ON runs (driver) WHERE driver <> '' AND state IN ('queued', 'running');
 
 CREATE TABLE tasks (
     run_id     TEXT NOT NULL,
