@@ -164,35 +164,28 @@ func (s *Service) AppendLogs(ctx context.Context, attemptID int64, lines []store
 // Finish records how an attempt ended and advances its run. When claim > 0
 // it also claims up to that many attempts for the agent in the same
 // transaction (the slot the attempt held), so a chain of tasks costs one
-// transaction a step. Reporting an attempt that has ended already is not an
-// error, so a report may be sent again.
+// transaction a step. Reports that arrive together are written in one
+// transaction (group commit): one sync to disk for many results. Reporting
+// an attempt that has ended already is not an error, so a report may be sent
+// again.
 func (s *Service) Finish(ctx context.Context, info AgentInfo, attemptID int64, res engine.Result, claim int) ([]*engine.Attempt, error) {
-	var out changes
-	var got []*engine.Attempt
-	err := s.store.Update(ctx, func(tx store.Tx) error {
-		out = changes{}
-		if err := s.finish(ctx, tx, info.ID, attemptID, res, &out); err != nil {
-			return err
-		}
-		if claim <= 0 {
-			return nil
-		}
-		var err error
-		got, err = s.claim(ctx, tx, info, claim, &out)
-		if errors.Is(err, ErrAgentStopped) {
-			return nil
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("record result of attempt %d: %w", attemptID, err)
+	return s.finisher.submit(ctx, &finishReq{info: info, id: attemptID, res: res, claim: claim})
+}
+
+// finishOne records one report inside tx.
+func (s *Service) finishOne(ctx context.Context, tx store.Tx, r *finishReq, out *changes) error {
+	if err := s.finish(ctx, tx, r.info.ID, r.id, r.res, out); err != nil {
+		return fmt.Errorf("record result of attempt %d: %w", r.id, err)
 	}
-	if len(got) >= out.queuedN {
-		// This agent took everything that became claimable: no one to wake.
-		out.queued = false
+	if r.claim <= 0 {
+		return nil
 	}
-	s.after(out)
-	return got, nil
+	got, err := s.claim(ctx, tx, r.info, r.claim, out)
+	if errors.Is(err, ErrAgentStopped) {
+		return nil
+	}
+	r.got = got
+	return err
 }
 
 func (s *Service) finish(ctx context.Context, tx store.Tx, agentID string, attemptID int64, res engine.Result, out *changes) error {

@@ -61,7 +61,8 @@ type Service struct {
 	subsMu sync.Mutex
 	subs   map[*subscription]struct{}
 
-	sealer sealer
+	sealer   sealer
+	finisher finisher
 }
 
 // New returns a Service.
@@ -87,6 +88,7 @@ func New(cfg Config) *Service {
 		subs:    map[*subscription]struct{}{},
 	}
 	s.sealer.init(s)
+	s.finisher.s = s
 	return s
 }
 
