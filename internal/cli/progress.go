@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
+	"unicode/utf8"
 	"time"
 
 	"github.com/dray-dev/dray/internal/control"
@@ -139,16 +139,15 @@ func (p *progress) instanceEvent(ev engine.Event) {
 // summary prints a table of the run's tasks and how the run ended.
 func (p *progress) summary(rec *control.RunRecord) {
 	fmt.Fprintln(p.w)
-	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TASK\tSTATE\tATTEMPTS\tDURATION\tREASON")
+	rows := [][]string{{"TASK", "STATE", "ATTEMPTS", "DURATION", "REASON"}}
 	for _, t := range rec.Tasks {
 		attempts := fmt.Sprint(t.Attempts)
 		if len(t.Instances) > 0 {
 			attempts += fmt.Sprintf(" (%d items)", len(t.Instances))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, p.paint(t.State), attempts, duration(t.StartedAt, t.EndedAt), clipLine(t.Reason, 100))
+		rows = append(rows, []string{t.Name, t.State, attempts, duration(t.StartedAt, t.EndedAt), clipLine(t.Reason, 100)})
 	}
-	tw.Flush()
+	p.table(rows, 1)
 	for _, t := range rec.Tasks {
 		for _, w := range t.Warnings {
 			fmt.Fprintf(p.w, "warning: %s: %s\n", t.Name, w)
@@ -159,6 +158,32 @@ func (p *progress) summary(rec *control.RunRecord) {
 		how += ": " + rec.Reason
 	}
 	fmt.Fprintf(p.w, "\nrun %s %s in %s\n", rec.ID, p.paint(how), duration(rec.StartedAt, rec.EndedAt))
+}
+
+// table prints rows in aligned columns, coloring the cells of column state
+// (but not the header) after padding, so escape codes do not skew the widths.
+func (p *progress) table(rows [][]string, state int) {
+	widths := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	for n, r := range rows {
+		var b strings.Builder
+		for i, c := range r {
+			if i == len(r)-1 {
+				b.WriteString(c)
+				break
+			}
+			pad := c + strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+2)
+			if i == state && n > 0 {
+				pad = strings.Replace(pad, c, p.paint(c), 1)
+			}
+			b.WriteString(pad)
+		}
+		fmt.Fprintln(p.w, strings.TrimRight(b.String(), " "))
+	}
 }
 
 func duration(start, end *time.Time) string {

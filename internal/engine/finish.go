@@ -105,11 +105,11 @@ func (e *Engine) Finish(a *Attempt, res Result) (*Step, error) {
 // was its last instance.
 func (e *Engine) endAttempt(t *spec.Task, rt *Task, a *Attempt) {
 	forEach := t.IsForEach()
-	if forEach {
-		e.event(Event{Task: t.Name, Index: a.Index, Attempt: a.Number, State: string(a.State), Reason: a.Reason})
-	}
 	retry := (a.State == AttemptFailed || a.State == AttemptLost) &&
 		a.Number-a.Base <= t.Retries && !e.v.Run.CancelRequested
+	if forEach && !retry {
+		e.event(Event{Task: t.Name, Index: a.Index, Attempt: a.Number, State: string(a.State), Reason: a.Reason})
+	}
 	if retry {
 		delay := Backoff(t.RetryDelay, a.Number-a.Base, e.v.Run.ID, t.Name, a.Index)
 		next := e.newAttempt(t, a.Index, a.Number+1, a.Base, a.Work, e.now.Add(delay))
