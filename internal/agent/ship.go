@@ -202,7 +202,7 @@ func (s *shipper) outputs(res executor.Result) (json.RawMessage, error) {
 		return nil, fmt.Errorf("outputs: %s", res.OutputsError)
 	}
 	if res.OutputsSize > executor.MaxOutputs {
-		return nil, fmt.Errorf("outputs in $DRAY_OUTPUT are %s, over the %s limit: write big data to storage and output its URI", size(res.OutputsSize), size(executor.MaxOutputs))
+		return nil, fmt.Errorf("outputs in $DRAY_OUTPUT are %s, over the %s limit: write big data to storage and output its URI", over(res.OutputsSize), size(executor.MaxOutputs))
 	}
 	merged := s.marked
 	if len(bytes.TrimSpace(res.Outputs)) > 0 {
@@ -225,7 +225,7 @@ func (s *shipper) outputs(res executor.Result) (json.RawMessage, error) {
 		return nil, fmt.Errorf("encode outputs: %w", err)
 	}
 	if len(data) > executor.MaxOutputs {
-		return nil, fmt.Errorf("outputs are %s, over the %s limit: write big data to storage and output its URI", size(int64(len(data))), size(executor.MaxOutputs))
+		return nil, fmt.Errorf("outputs are %s, over the %s limit: write big data to storage and output its URI", over(int64(len(data))), size(executor.MaxOutputs))
 	}
 	return data, nil
 }
@@ -269,4 +269,13 @@ func maskOutputs(outputs json.RawMessage, values []string) (json.RawMessage, err
 		return nil, fmt.Errorf("outputs contain a secret outside a JSON string; dray masks secrets in outputs, so write it inside a string or not at all")
 	}
 	return json.RawMessage(masked), nil
+}
+
+// over formats a size that is over the outputs limit, in bytes when rounding
+// would make it read as the limit itself.
+func over(n int64) string {
+	if size(n) == size(executor.MaxOutputs) {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	return size(n)
 }

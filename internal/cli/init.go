@@ -43,16 +43,28 @@ func writeExample(dir string) error {
 	if _, err := os.Stat(filepath.Join(dir, "dray.yaml")); err == nil {
 		return badInputf("%s already has a dray.yaml: init makes new projects only", dir)
 	}
-	var made []string
+	// Look before writing anything, so init never leaves half a project.
 	err := fs.WalkDir(example, "example", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		target := filepath.Join(dir, exampleName(path))
+		if _, err := os.Lstat(target); err == nil {
+			return badInputf("%s exists already: init overwrites nothing", target)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = fs.WalkDir(example, "example", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel := strings.TrimPrefix(strings.TrimPrefix(path, "example"), "/")
+		rel := exampleName(path)
 		if rel == "" {
 			return os.MkdirAll(dir, 0o755)
 		}
-		rel = strings.Replace(rel, "dot-gitignore", ".gitignore", 1)
 		target := filepath.Join(dir, rel)
 		if d.IsDir() {
 			return os.MkdirAll(target, 0o755)
@@ -72,7 +84,6 @@ func writeExample(dir string) error {
 		if err != nil {
 			return err
 		}
-		made = append(made, target)
 		if _, err := f.Write(data); err != nil {
 			f.Close()
 			return err
@@ -83,4 +94,10 @@ func writeExample(dir string) error {
 		return fmt.Errorf("init %s: %w", dir, err)
 	}
 	return nil
+}
+
+// exampleName is where an embedded example file goes in the new project.
+func exampleName(path string) string {
+	rel := strings.TrimPrefix(strings.TrimPrefix(path, "example"), "/")
+	return strings.Replace(rel, "dot-gitignore", ".gitignore", 1)
 }

@@ -63,6 +63,12 @@ func (e *env) openState(ctx context.Context, dir, storage string) (*state, error
 	if path == "" {
 		path = filepath.Join(dir, StateDir, "dray.db")
 	}
+	if storage == "" {
+		storage = DefaultStorage
+	}
+	if !strings.HasPrefix(storage, "file://") {
+		return nil, badInputf("dray.yaml: storage %s: this version of dray keeps logs in file:// storage only", storage)
+	}
 	opts := sqlite.Options{}
 	if v := e.getenv("DRAY_SQLITE_BUSY_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -74,13 +80,6 @@ func (e *env) openState(ctx context.Context, dir, storage string) (*state, error
 	st, err := sqlite.Open(ctx, path, opts)
 	if err != nil {
 		return nil, stateError(err)
-	}
-	if storage == "" {
-		storage = DefaultStorage
-	}
-	if !strings.HasPrefix(storage, "file://") {
-		st.Close()
-		return nil, badInputf("dray.yaml: storage %s: this version of dray keeps logs in file:// storage only (s3:// and gs:// come with the server)", storage)
 	}
 	bucket, err := blob.Open(ctx, storage, dir)
 	if err != nil {

@@ -77,6 +77,10 @@ func (e *env) run(ctx context.Context, name string, args []string, opts driveOpt
 	}
 	defer st.close()
 	st.svc.AddPlan(plan)
+	// End runs of dead dray processes first: they would hold slots.
+	if err := st.svc.Sweep(ctx); err != nil {
+		return stateError(err)
+	}
 	return e.drive(ctx, st, plan, proj.Config, execs, opts, func(ctx context.Context, driver string) (string, error) {
 		r, err := st.svc.Trigger(ctx, plan, control.TriggerRequest{Params: params, Trigger: "manual", Driver: driver})
 		if err != nil {
@@ -181,7 +185,7 @@ func reapLocal(log *slog.Logger) func(ctx context.Context, ag *store.Agent, held
 					log.Warn("clean up a process of a dead run", "attempt", a.ID, "err", err)
 				}
 			}
-			if n, err := local.Reap(a.ID); err != nil {
+			if n, err := local.Reap(a.RunID, a.ID); err != nil {
 				log.Warn("clean up processes of a dead run", "attempt", a.ID, "err", err)
 			} else if n > 0 {
 				log.Info("killed processes a dead run left behind", "attempt", a.ID, "processes", n)

@@ -278,8 +278,12 @@ func (e *env) cancelCmd() *cobra.Command {
 				return err
 			}
 			// An interrupted run ends when its dead process is noticed.
-			if err := st.svc.Sweep(ctx); err != nil {
-				return stateError(err)
+			if st.interrupted(ctx, id) {
+				if err := st.svc.Sweep(ctx); err != nil {
+					return stateError(err)
+				}
+				fmt.Fprintf(e.stdout, "run %s was interrupted (its dray process is gone): it is stopped now, and `dray retry %s` would finish it\n", id, id)
+				return nil
 			}
 			if err := st.svc.Cancel(ctx, id, force); err != nil {
 				if errors.Is(err, engine.ErrRunEnded) {

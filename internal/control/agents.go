@@ -281,9 +281,13 @@ func (s *Service) Sweep(ctx context.Context) error {
 			continue
 		}
 		var why string
+		local := s.cfg.Host != "" && ag.Host == s.cfg.Host && ag.PID > 0
 		switch {
-		case s.cfg.Host != "" && ag.Host == s.cfg.Host && ag.PID > 0 && !processAlive(ag.PID):
+		case local && !processAlive(ag.PID):
 			why = fmt.Sprintf("agent %s is gone (its process %d on %s has exited)", ag.ID, ag.PID, ag.Host)
+		case local:
+			// Its process is alive (perhaps stopped with Ctrl-Z): not gone.
+			continue
 		case now.Sub(ag.HeartbeatAt) > s.cfg.AgentLease:
 			why = fmt.Sprintf("agent %s stopped heartbeating %s ago", ag.ID, now.Sub(ag.HeartbeatAt).Round(time.Second))
 		default:
@@ -301,11 +305,31 @@ func (s *Service) Sweep(ctx context.Context) error {
 			}
 			s.cfg.OnAgentGone(ctx, ag, held)
 		}
+		// Its runs end first, so their attempts are not retried only to be
+		// abandoned; then what it held of other runs is lost and retried.
+		if err := s.markStopped(ctx, ag.ID); err != nil {
+			return err
+		}
+		if err := s.abandonOrphans(ctx); err != nil {
+			return err
+		}
 		if err := s.stopAgent(ctx, ag.ID, why); err != nil {
 			return err
 		}
 	}
 	return s.abandonOrphans(ctx)
+}
+
+// markStopped records that an agent is gone.
+func (s *Service) markStopped(ctx context.Context, agentID string) error {
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		ag, err := tx.Agent(ctx, agentID)
+		if err != nil {
+			return err
+		}
+		ag.State = AgentStopped
+		return tx.PutAgent(ctx, ag)
+	})
 }
 
 // abandonOrphans ends the runs whose driver is gone (see engine.Engine.Abandon).

@@ -386,7 +386,7 @@ func (s *Service) ResolveRun(ctx context.Context, prefix string) (string, error)
 	case errors.Is(err, store.ErrNotFound):
 		return "", fmt.Errorf("no run %q: %w", prefix, store.ErrNotFound)
 	case errors.Is(err, store.ErrAmbiguous):
-		return "", fmt.Errorf("run id %q matches more than one run: give more of it: %w", prefix, store.ErrAmbiguous)
+		return "", fmt.Errorf("run id %q matches more than one run: give more of it (%w)", prefix, store.ErrAmbiguous)
 	}
 	return id, err
 }

@@ -59,12 +59,17 @@ func (e *Engine) stop(force bool, abandon string) (*Step, error) {
 		}
 		switch {
 		case abandon != "":
-			// No agent will report these: end them now.
+			// No agent will report these: end them now; one that never
+			// started was not lost, only never run.
 			rt, err := e.task(a.Task)
 			if err != nil {
 				return nil, err
 			}
-			a.State, a.Reason, a.EndedAt = AttemptLost, abandon, e.now
+			ended := AttemptLost
+			if a.State == AttemptPending || a.State == AttemptQueued {
+				ended = AttemptCanceled
+			}
+			a.State, a.Reason, a.EndedAt = ended, abandon, e.now
 			e.step.Attempts = append(e.step.Attempts, a)
 			e.endAttempt(t, rt, a)
 		case a.State == AttemptPending || a.State == AttemptQueued:
@@ -148,6 +153,9 @@ func (e *Engine) Retry() (*Step, error) {
 		rt.StartedAt = zeroTime
 		e.setTask(rt, TaskPending, "")
 		e.mark(t.Name)
+	}
+	if r.Env == nil && len(e.plan.Env) > 0 && !e.setEnv() {
+		return e.step, nil
 	}
 	if err := e.advance(); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -153,5 +154,29 @@ tasks:
 	_, err := New(w.plan, w.fullView(), w.now).Retry()
 	if !errors.Is(err, ErrNothingToRetry) {
 		t.Errorf("retry of a run that succeeded: %v", err)
+	}
+}
+
+// A run whose pipeline env fails has its tasks canceled, not left pending,
+// and a retry tries the env again.
+func TestPipelineEnvFailureIsRetryable(t *testing.T) {
+	w := newWorld(t, `
+version: 1
+params: { n: { type: integer, default: 0 } }
+env: { RATIO: "${{ 10 / params.n }}" }
+tasks:
+  - {name: a, run: echo $RATIO}
+`, nil)
+	if w.run.State != RunFailed || !strings.Contains(w.run.Reason, "pipeline env RATIO") {
+		t.Fatalf("run = %s %q", w.run.State, w.run.Reason)
+	}
+	if a := w.task("a"); a.State != TaskCanceled || !strings.HasPrefix(a.Reason, "not run: pipeline env RATIO") {
+		t.Errorf("a = %s %q", a.State, a.Reason)
+	}
+	w.run.Params["n"] = 2 // as if the cause were fixed
+	w.stepView(w.fullView(), func(e *Engine) (*Step, error) { return e.Retry() })
+	w.drive(succeedAll)
+	if w.run.State != RunSucceeded || w.run.Env["RATIO"] != "5" {
+		t.Errorf("after retry: run = %s env %v", w.run.State, w.run.Env)
 	}
 }

@@ -153,12 +153,6 @@ func (e *Engine) Start() (*Step, error) {
 	r.StartedAt = e.now
 	e.touchRun()
 	e.event(Event{Index: -1, State: string(RunRunning)})
-	env, err := e.pipelineEnv()
-	if err != nil {
-		e.finishRun(RunFailed, err.Error())
-		return e.step, nil
-	}
-	r.Env = env
 	e.v.Tasks = map[string]*Task{}
 	for _, t := range NewTasks(e.plan, r.ID) {
 		e.v.Tasks[t.Name] = t
@@ -168,10 +162,30 @@ func (e *Engine) Start() (*Step, error) {
 		}
 	}
 	r.Unfinished = len(e.plan.Tasks)
+	if !e.setEnv() {
+		return e.step, nil
+	}
 	if err := e.advance(); err != nil {
 		return nil, err
 	}
 	return e.step, nil
+}
+
+// setEnv evaluates the pipeline env into the run. When it fails, no task can
+// run: they end canceled and the run fails with the reason (a retry tries again).
+func (e *Engine) setEnv() bool {
+	env, err := e.pipelineEnv()
+	if err == nil {
+		e.v.Run.Env = env
+		return true
+	}
+	for _, t := range e.plan.Order() {
+		if rt := e.v.Tasks[t.Name]; rt != nil && !rt.State.Final() {
+			e.end(rt, TaskCanceled, "not run: "+err.Error())
+		}
+	}
+	e.finishRun(RunFailed, err.Error())
+	return false
 }
 
 // pipelineEnv evaluates the pipeline's env over params and run.

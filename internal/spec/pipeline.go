@@ -179,7 +179,7 @@ func (l *loader) pipeline(file string, src []byte) *Pipeline {
 		case "name":
 			if s, ok := d.str(f.val); ok {
 				if !nameRE.MatchString(s) {
-					d.errorf(f.val, "pipeline name %q: use letters, digits, - and _", s)
+					d.errorf(f.val, "pipeline name %q: use letters, digits, -, _ and .", s)
 				}
 				p.Name = s
 				p.Pos = d.pos(f.val)

@@ -429,6 +429,9 @@ func (l *loader) resolveTask(d *decoder, p *Pipeline, rt *rawTask, defaults sett
 		if c.Schema != "" && c.schema == nil {
 			c.schema = l.schema(d, c.Schema, c.Pos)
 		}
+		if c.Expr != nil && c.Expr.Refs().Uses(expr.RootItem) && !t.IsForEach() {
+			d.errorAt(c.Pos, "task %s: check %s uses item, so the task needs for_each", t.Name, c.Describe())
+		}
 	}
 	if t.Pool != "" {
 		if _, ok := p.Config.Pools[t.Pool]; !ok {

@@ -11,12 +11,13 @@ import (
 )
 
 // Reap finds an attempt's processes by their environment, even one that left
-// the process group with setsid, and leaves other processes alone.
+// the process group with setsid, and leaves other processes alone: other
+// attempts, and the same attempt id of another project's run.
 func TestReap(t *testing.T) {
-	start := func(id string) int {
+	start := func(run, id string) int {
 		t.Helper()
 		cmd := exec.Command("sh", "-c", "setsid sleep 300 > /dev/null 2>&1 & echo $!")
-		cmd.Env = append(cmd.Environ(), AttemptEnv+"="+id)
+		cmd.Env = append(cmd.Environ(), AttemptEnv+"="+id, RunEnv+"="+run)
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatal(err)
@@ -28,8 +29,8 @@ func TestReap(t *testing.T) {
 		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 		return pid
 	}
-	mine, other, prefix := start("4242"), start("4243"), start("42")
-	n, err := Reap(4242)
+	mine, other, prefix, otherRun := start("r1", "4242"), start("r1", "4243"), start("r1", "42"), start("r2", "4242")
+	n, err := Reap("r1", 4242)
 	if err != nil || n != 1 {
 		t.Fatalf("Reap = %d, %v; want 1 killed", n, err)
 	}
@@ -41,8 +42,8 @@ func TestReap(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if !alive(other) || !alive(prefix) {
-		t.Error("Reap killed a process of another attempt")
+	if !alive(other) || !alive(prefix) || !alive(otherRun) {
+		t.Error("Reap killed a process of another attempt, or of the same attempt id in another run")
 	}
 }
 
