@@ -109,6 +109,21 @@ func (e *env) openStateFor(ctx context.Context) (*state, error) {
 	return e.openState(ctx, dir, storage)
 }
 
+// openRun opens the local state and resolves a run id (or prefix, or
+// "last"). The caller closes the state.
+func (e *env) openRun(ctx context.Context, prefix string) (*state, string, error) {
+	st, err := e.openStateFor(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := st.svc.ResolveRun(ctx, prefix)
+	if err != nil {
+		st.close()
+		return nil, "", err
+	}
+	return st, id, nil
+}
+
 func (s *state) close() {
 	s.svc.Close()
 	s.bucket.Close()

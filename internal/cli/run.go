@@ -137,15 +137,11 @@ func (e *env) retryCmd() *cobra.Command {
 }
 
 func (e *env) retry(ctx context.Context, prefix string, opts driveOptions) error {
-	st, err := e.openStateFor(ctx)
+	st, id, err := e.openRun(ctx, prefix)
 	if err != nil {
 		return err
 	}
 	defer st.close()
-	id, err := st.svc.ResolveRun(ctx, prefix)
-	if err != nil {
-		return err
-	}
 	if pid, alive := st.liveRunner(ctx, id); alive {
 		return fmt.Errorf("run %s is running in another dray process (pid %d): wait for it, or `dray cancel %s`", id, pid, id)
 	}

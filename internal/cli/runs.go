@@ -110,15 +110,11 @@ func when(t *time.Time) string {
 }
 
 func (e *env) showRun(ctx context.Context, prefix string, asJSON bool) error {
-	st, err := e.openStateFor(ctx)
+	st, id, err := e.openRun(ctx, prefix)
 	if err != nil {
 		return err
 	}
 	defer st.close()
-	id, err := st.svc.ResolveRun(ctx, prefix)
-	if err != nil {
-		return err
-	}
 	rec, err := st.svc.Record(ctx, id)
 	if err != nil {
 		return err
@@ -190,15 +186,11 @@ func (e *env) logsCmd() *cobra.Command {
 }
 
 func (e *env) logs(ctx context.Context, prefix, task string, number int, timestamps bool) error {
-	st, err := e.openStateFor(ctx)
+	st, id, err := e.openRun(ctx, prefix)
 	if err != nil {
 		return err
 	}
 	defer st.close()
-	id, err := st.svc.ResolveRun(ctx, prefix)
-	if err != nil {
-		return err
-	}
 	rec, err := st.svc.Record(ctx, id)
 	if err != nil {
 		return err
@@ -268,15 +260,11 @@ func (e *env) cancelCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			st, err := e.openStateFor(ctx)
+			st, id, err := e.openRun(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer st.close()
-			id, err := st.svc.ResolveRun(ctx, args[0])
-			if err != nil {
-				return err
-			}
 			// An interrupted run ends when its dead process is noticed.
 			if st.interrupted(ctx, id) {
 				if err := st.svc.Sweep(ctx); err != nil {

@@ -373,24 +373,20 @@ func (d *decoder) stringList(n *yaml.Node, what string) ([]string, bool) {
 // template compiles a string that may hold ${{ }} expressions; errors point at
 // the expression inside the scalar.
 func (d *decoder) template(n *yaml.Node, scope expr.Scope) *expr.Template {
-	s, ok := d.str(n)
-	if !ok {
-		return nil
-	}
-	t, errs := expr.Parse(s, scope)
-	for _, e := range errs {
-		d.errorAt(d.offsetPos(resolve(n), e.Offset), "%s", e.Message)
-	}
-	return t
+	return d.compile(n, scope, expr.Parse)
 }
 
 // condition compiles a key that always holds an expression, bare or in ${{ }}.
 func (d *decoder) condition(n *yaml.Node, scope expr.Scope) *expr.Template {
+	return d.compile(n, scope, expr.ParseExpr)
+}
+
+func (d *decoder) compile(n *yaml.Node, scope expr.Scope, parse func(string, expr.Scope) (*expr.Template, []*expr.Error)) *expr.Template {
 	s, ok := d.str(n)
 	if !ok {
 		return nil
 	}
-	t, errs := expr.ParseExpr(s, scope)
+	t, errs := parse(s, scope)
 	for _, e := range errs {
 		d.errorAt(d.offsetPos(resolve(n), e.Offset), "%s", e.Message)
 	}

@@ -31,10 +31,10 @@ func testAgentRoundTrip(t *testing.T, s store.Store) {
 	a := fullAgent("agent-1")
 	other := fullAgent("agent-2")
 	update(t, s, func(ctx context.Context, tx store.Tx) error {
-		if err := tx.PutAgent(ctx, a); err != nil {
+		if err := tx.PutAgent(ctx, deepCopy(a)); err != nil {
 			return err
 		}
-		return tx.PutAgent(ctx, other)
+		return tx.PutAgent(ctx, deepCopy(other))
 	})
 	got := get(t, s, func(ctx context.Context, tx store.Tx) (*store.Agent, error) { return tx.Agent(ctx, a.ID) })
 	checkEqual(t, "agent", a, got)
@@ -43,7 +43,7 @@ func testAgentRoundTrip(t *testing.T, s store.Store) {
 		{ID: a.ID, Host: "worker-4", PID: 1, Labels: []string{"arm"}, Executors: []string{"ecs"}, Version: "v0.4.0", Capacity: 1, StartedAt: t0.Add(time.Hour), HeartbeatAt: t0.Add(2 * time.Hour), State: "draining"},
 		{ID: a.ID, State: "stopped"},
 	} {
-		update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutAgent(ctx, r) })
+		update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutAgent(ctx, deepCopy(r)) })
 		got := get(t, s, func(ctx context.Context, tx store.Tx) (*store.Agent, error) { return tx.Agent(ctx, a.ID) })
 		checkEqual(t, "replaced agent", r, got)
 	}
@@ -61,14 +61,14 @@ func testAgents(t *testing.T, s store.Store) {
 	update(t, s, func(ctx context.Context, tx store.Tx) error {
 		for _, id := range ids {
 			written[id] = fullAgent(id)
-			if err := tx.PutAgent(ctx, written[id]); err != nil {
+			if err := tx.PutAgent(ctx, deepCopy(written[id])); err != nil {
 				return err
 			}
 		}
 		// A replace does not add an agent.
 		written["z"] = fullAgent("z")
 		written["z"].State = "cordoned"
-		return tx.PutAgent(ctx, written["z"])
+		return tx.PutAgent(ctx, deepCopy(written["z"]))
 	})
 	got := get(t, s, func(ctx context.Context, tx store.Tx) ([]*store.Agent, error) { return tx.Agents(ctx) })
 	var gotIDs []string

@@ -114,7 +114,7 @@ func testAttemptRoundTrip(t *testing.T, s store.Store) {
 		Warnings:        []string{"third"},
 		CancelRequested: false,
 	}
-	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateAttempt(ctx, u) })
+	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateAttempt(ctx, deepCopy(u)) })
 	view(t, s, func(ctx context.Context, tx store.Tx) error {
 		got, err := tx.Attempt(ctx, a.ID)
 		if err != nil {
@@ -161,7 +161,7 @@ func testAttemptVariants(t *testing.T, s store.Store) {
 			want := fullAttempt("run-1", "task", 2*i+1)
 			want.ID = updated.ID
 			c.edit(want)
-			update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateAttempt(ctx, want) })
+			update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateAttempt(ctx, deepCopy(want)) })
 			view(t, s, func(ctx context.Context, tx store.Tx) error {
 				got, err := tx.Attempt(ctx, inserted.ID)
 				if err != nil {

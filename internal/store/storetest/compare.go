@@ -211,3 +211,56 @@ func describe(v reflect.Value) string {
 	}
 	return fmt.Sprintf("%#v", v.Interface())
 }
+
+// deepCopy returns a copy of v that shares no pointer, slice or map with it,
+// taken before v is written: the expected value must not change if a store
+// changes what it is given (other than the ID InsertAttempt sets).
+func deepCopy[T any](v T) T {
+	return copyValue(reflect.ValueOf(&v).Elem()).Interface().(T)
+}
+
+func copyValue(v reflect.Value) reflect.Value {
+	out := reflect.New(v.Type()).Elem()
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			p := reflect.New(v.Type().Elem())
+			p.Elem().Set(copyValue(v.Elem()))
+			out.Set(p)
+		}
+	case reflect.Interface:
+		if !v.IsNil() {
+			out.Set(copyValue(v.Elem()))
+		}
+	case reflect.Slice:
+		if !v.IsNil() {
+			s := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+			for i := range v.Len() {
+				s.Index(i).Set(copyValue(v.Index(i)))
+			}
+			out.Set(s)
+		}
+	case reflect.Map:
+		if !v.IsNil() {
+			m := reflect.MakeMapWithSize(v.Type(), v.Len())
+			for _, k := range v.MapKeys() {
+				m.SetMapIndex(k, copyValue(v.MapIndex(k)))
+			}
+			out.Set(m)
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if !v.Type().Field(i).IsExported() {
+				// A value type such as time.Time: copying it is enough.
+				out.Set(v)
+				return out
+			}
+		}
+		for i := range v.NumField() {
+			out.Field(i).Set(copyValue(v.Field(i)))
+		}
+	default:
+		out.Set(v)
+	}
+	return out
+}

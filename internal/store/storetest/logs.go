@@ -31,7 +31,7 @@ func lines(tag string, from, to int64) []store.LogLine {
 
 func appendLogs(t *testing.T, s store.Store, id int64, ls []store.LogLine) {
 	t.Helper()
-	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.AppendLogs(ctx, id, ls) })
+	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.AppendLogs(ctx, id, deepCopy(ls)) })
 }
 
 func readLogs(t *testing.T, s store.Store, id, after int64, limit int) []store.LogLine {
@@ -133,7 +133,7 @@ func testSealLogs(t *testing.T, s store.Store) {
 	appendLogs(t, s, a.ID, lines("a", 1, 20))
 	appendLogs(t, s, b.ID, lines("b", 1, 5))
 	seg := store.Segment{AttemptID: a.ID, Key: fmt.Sprintf("logs/run-1/fan/0/%d.log.zst", a.ID), Lines: 20, Bytes: 1 << 33}
-	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.SealLogs(ctx, seg) })
+	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.SealLogs(ctx, deepCopy(seg)) })
 
 	if got := readLogs(t, s, a.ID, 0, 100); len(got) != 0 {
 		t.Errorf("Logs of a sealed attempt: got %d lines, want none", len(got))

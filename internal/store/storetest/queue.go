@@ -140,14 +140,14 @@ func testClaimSetsFields(t *testing.T, s store.Store) {
 	a := fullAttempt("run-1", "load", 0)
 	a.State, a.ClaimedAt, a.StartedAt, a.EndedAt = engine.AttemptQueued, time.Time{}, time.Time{}, time.Time{}
 	a.Agent, a.Handle, a.ExitCode, a.Outputs, a.Warnings, a.CancelRequested = "", nil, nil, nil, nil, false
-	unroutable := clone(a)
+	unroutable := deepCopy(a)
 	unroutable.Index = 1
 	unroutable.Labels = []string{"arm"}
 	insertAttempts(t, s, a, unroutable)
 
 	now := t0.Add(time.Hour + 456789*time.Nanosecond)
 	claimed := claim(t, s, store.Claim{Agent: "agent-9", Labels: []string{"gpu", "linux", "x86"}, Executors: []string{"local", "docker"}, Limit: 10, Now: now})
-	want := clone(a)
+	want := deepCopy(a)
 	want.State, want.Agent, want.ClaimedAt = engine.AttemptClaimed, "agent-9", now
 	if len(claimed) != 1 {
 		t.Fatalf("Claim: got %d attempts, want 1", len(claimed))
@@ -197,6 +197,7 @@ func testClaimConcurrent(t *testing.T, s store.Store) {
 	var (
 		mu    sync.Mutex
 		owner = map[int64][]string{} // attempt ID -> agents that claimed it
+		total int                    // attempts handed out, counting repeats
 		wg    sync.WaitGroup
 	)
 	for i := range agents {
@@ -224,13 +225,23 @@ func testClaimConcurrent(t *testing.T, s store.Store) {
 				for _, a := range claimed {
 					owner[a.ID] = append(owner[a.ID], agent)
 				}
+				total += len(claimed)
+				over := total > n
 				mu.Unlock()
+				if over {
+					// More handed out than were queued: a store that
+					// hands out the same attempt again would never stop.
+					return
+				}
 			}
 		})
 	}
 	close(start)
 	wg.Wait()
 
+	if total > n {
+		t.Errorf("%d attempts handed out for %d queued", total, n)
+	}
 	for id, agents := range owner {
 		if len(agents) > 1 {
 			t.Errorf("attempt %d claimed %d times, by %q", id, len(agents), agents)

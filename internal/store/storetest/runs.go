@@ -22,17 +22,17 @@ func testSpecs(t *testing.T, s store.Store) {
 	}
 	b := map[string][]byte{"dray.yaml": []byte("version: 2\n")}
 	update(t, s, func(ctx context.Context, tx store.Tx) error {
-		if err := tx.PutSpec(ctx, "hash-a", a); err != nil {
+		if err := tx.PutSpec(ctx, "hash-a", deepCopy(a)); err != nil {
 			return err
 		}
 		// Twice in one transaction.
 		if err := tx.PutSpec(ctx, "hash-a", a); err != nil {
 			return err
 		}
-		return tx.PutSpec(ctx, "hash-b", b)
+		return tx.PutSpec(ctx, "hash-b", deepCopy(b))
 	})
 	// And again in another.
-	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutSpec(ctx, "hash-a", a) })
+	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutSpec(ctx, "hash-a", deepCopy(a)) })
 
 	view(t, s, func(ctx context.Context, tx store.Tx) error {
 		got, err := tx.Spec(ctx, "hash-a")
@@ -124,7 +124,7 @@ func testRunRoundTrip(t *testing.T, s store.Store) {
 		if err := tx.PutSpec(ctx, u.SpecHash, map[string][]byte{"dray.yaml": []byte("x")}); err != nil {
 			return err
 		}
-		return tx.UpdateRun(ctx, u)
+		return tx.UpdateRun(ctx, deepCopy(u))
 	})
 	view(t, s, func(ctx context.Context, tx store.Tx) error {
 		got, err := tx.Run(ctx, r.ID)
@@ -161,7 +161,7 @@ func testRunVariants(t *testing.T, s store.Store) {
 			update(t, s, func(ctx context.Context, tx store.Tx) error { return insertRuns(ctx, tx, inserted, updated) })
 			want := fullRun(updated.ID)
 			c.edit(want)
-			update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateRun(ctx, want) })
+			update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.UpdateRun(ctx, deepCopy(want)) })
 			view(t, s, func(ctx context.Context, tx store.Tx) error {
 				got, err := tx.Run(ctx, inserted.ID)
 				if err != nil {

@@ -166,7 +166,7 @@ func insertRuns(ctx context.Context, tx store.Tx, runs ...*engine.Run) error {
 		if err := tx.PutSpec(ctx, r.SpecHash, map[string][]byte{"dray.yaml": []byte("pipelines: {}\n")}); err != nil {
 			return fmt.Errorf("put spec %s: %w", r.SpecHash, err)
 		}
-		if err := tx.InsertRun(ctx, r); err != nil {
+		if err := tx.InsertRun(ctx, deepCopy(r)); err != nil {
 			return fmt.Errorf("insert run %s: %w", r.ID, err)
 		}
 	}
@@ -203,9 +203,13 @@ func insertAttempts(t *testing.T, s store.Store, as ...*engine.Attempt) {
 			return err
 		}
 		for _, a := range as {
-			if err := tx.InsertAttempt(ctx, a); err != nil {
+			// Write a copy: the expected value must not change with what
+			// the store does to its argument, except for the ID it sets.
+			c := deepCopy(a)
+			if err := tx.InsertAttempt(ctx, c); err != nil {
 				return fmt.Errorf("insert attempt of %s/%s[%d] #%d: %w", a.RunID, a.Task, a.Index, a.Number, err)
 			}
+			a.ID = c.ID
 		}
 		return nil
 	})
@@ -249,13 +253,6 @@ func runIDs(rs []*engine.Run) []string {
 		ids[i] = r.ID
 	}
 	return ids
-}
-
-// clone returns a deep enough copy of an attempt for building an expected
-// value from a written one.
-func clone(a *engine.Attempt) *engine.Attempt {
-	c := *a
-	return &c
 }
 
 func intPtr(i int) *int { return &i }

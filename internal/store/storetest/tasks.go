@@ -63,7 +63,7 @@ func testTaskRoundTrip(t *testing.T, s store.Store) {
 		t.Run(c.name, func(t *testing.T) {
 			k := fullTask("run-1", c.name)
 			c.edit(k)
-			update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutTasks(ctx, []*engine.Task{k}) })
+			update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutTasks(ctx, deepCopy([]*engine.Task{k})) })
 			got := get(t, s, func(ctx context.Context, tx store.Tx) (*engine.Task, error) { return tx.Task(ctx, "run-1", k.Name) })
 			checkEqualExact(t, "task", k, got)
 		})
@@ -78,12 +78,16 @@ func testPutTasksReplaces(t *testing.T, s store.Store) {
 	})
 	first := fullTask("run-1", "load")
 	other := fullTask("run-1", "extract")
-	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutTasks(ctx, []*engine.Task{first, other}) })
+	update(t, s, func(ctx context.Context, tx store.Tx) error {
+		return tx.PutTasks(ctx, deepCopy([]*engine.Task{first, other}))
+	})
 
 	// A retry resets the task: outputs go, the version moves on.
 	reset := &engine.Task{RunID: "run-1", Name: "load", State: engine.TaskPending, Items: -1, Base: 4, Version: 10}
 	added := fullTask("run-1", "notify")
-	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutTasks(ctx, []*engine.Task{reset, added}) })
+	update(t, s, func(ctx context.Context, tx store.Tx) error {
+		return tx.PutTasks(ctx, deepCopy([]*engine.Task{reset, added}))
+	})
 	view(t, s, func(ctx context.Context, tx store.Tx) error {
 		for _, want := range []*engine.Task{reset, other, added} {
 			got, err := tx.Task(ctx, "run-1", want.Name)
@@ -136,7 +140,7 @@ func testTasks(t *testing.T, s store.Store) {
 		all = append(all, fullTask("run-2", name), fullTask("run-10", name))
 	}
 	all = append(all, fullTask("run-2", "only-in-run-2"))
-	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutTasks(ctx, all) })
+	update(t, s, func(ctx context.Context, tx store.Tx) error { return tx.PutTasks(ctx, deepCopy(all)) })
 
 	got := get(t, s, func(ctx context.Context, tx store.Tx) ([]*engine.Task, error) { return tx.Tasks(ctx, "run-1") })
 	var names []string
@@ -188,7 +192,7 @@ func testItems(t *testing.T, s store.Store) {
 		}); err != nil {
 			return err
 		}
-		if err := tx.InsertItems(ctx, "run-1", "fan", values); err != nil {
+		if err := tx.InsertItems(ctx, "run-1", "fan", deepCopy(values)); err != nil {
 			return err
 		}
 		return tx.InsertItems(ctx, "run-1", "other", []json.RawMessage{item("other", 0), item("other", 1), item("other", 2)})
