@@ -32,9 +32,8 @@ const startedDelay = 50 * time.Millisecond
 type run struct {
 	a  *Agent
 	at *engine.Attempt
-	// startedAt and handle are set once the executor started the attempt.
+	// startedAt is set once the executor started the attempt.
 	startedAt time.Time
-	handle    []byte
 
 	mu     sync.Mutex
 	reason stopReason
@@ -114,10 +113,11 @@ func (r *run) execute(ctx context.Context) engine.Result {
 		return failed(err.Error())
 	}
 	start := time.Now()
-	r.startedAt, r.handle = start, h.State()
-	// A short task reports its start with its result: one write instead of two.
+	r.startedAt = start
+	// A short task reports its start with its result: one write instead of
+	// two, and no handle to save for an attempt that has ended.
 	startedReport := time.AfterFunc(startedDelay, func() {
-		if err := r.a.cfg.Control.Started(ctx, r.a.cfg.Info.ID, at.ID, r.handle, start); err != nil {
+		if err := r.a.cfg.Control.Started(ctx, r.a.cfg.Info.ID, at.ID, h.State(), start); err != nil {
 			log.Warn("report started", "err", err)
 		}
 	})
@@ -236,7 +236,7 @@ func (r *run) spec(secrets map[string]string) *executor.Spec {
 // plane cannot be reached. If it never can, the attempt stays running there
 // until this agent's lease runs out, and is then retried.
 func (r *run) report(ctx context.Context, res engine.Result) []*engine.Attempt {
-	res.StartedAt, res.Handle = r.startedAt, r.handle
+	res.StartedAt = r.startedAt
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	b := newBackoff()

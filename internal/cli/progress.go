@@ -142,8 +142,8 @@ func (p *progress) summary(rec *control.RunRecord) {
 	rows := [][]string{{"TASK", "STATE", "ATTEMPTS", "DURATION", "REASON"}}
 	for _, t := range rec.Tasks {
 		attempts := fmt.Sprint(t.Attempts)
-		if len(t.Instances) > 0 {
-			attempts += fmt.Sprintf(" (%d items)", len(t.Instances))
+		if t.Items > 0 {
+			attempts += fmt.Sprintf(" (%d items)", t.Items)
 		}
 		rows = append(rows, []string{t.Name, t.State, attempts, duration(t.StartedAt, t.EndedAt), clipLine(t.Reason, 100)})
 	}

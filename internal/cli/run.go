@@ -323,12 +323,16 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 			drained = true
 		}
 	}
-	rec, err := st.svc.Record(context.WithoutCancel(ctx), runID)
+	sum, err := st.svc.Summary(context.WithoutCancel(ctx), runID)
 	if err != nil {
 		return err
 	}
-	prog.summary(rec)
+	prog.summary(sum)
 	if opts.json {
+		rec, err := st.svc.Record(context.WithoutCancel(ctx), runID)
+		if err != nil {
+			return err
+		}
 		if err := writeJSON(e.stdout, rec); err != nil {
 			return err
 		}

@@ -40,6 +40,9 @@ type TaskRecord struct {
 	StartedAt *time.Time       `json:"started_at"`
 	EndedAt   *time.Time       `json:"ended_at"`
 	Instances []InstanceRecord `json:"instances,omitzero"`
+	// Items is how many items a for_each task has (also in a Summary, which
+	// leaves Instances out).
+	Items int `json:"-"`
 }
 
 // InstanceRecord is one instance of a for_each task.
@@ -61,16 +64,26 @@ func timePtr(t time.Time) *time.Time {
 
 // Record returns a run's record, its tasks in the pipeline's order.
 func (s *Service) Record(ctx context.Context, runID string) (*RunRecord, error) {
+	return s.readRecord(ctx, runID, true)
+}
+
+// Summary is Record without the instances of for_each tasks (only their
+// count, in Items): light to read however many items a task has.
+func (s *Service) Summary(ctx context.Context, runID string) (*RunRecord, error) {
+	return s.readRecord(ctx, runID, false)
+}
+
+func (s *Service) readRecord(ctx context.Context, runID string, withInstances bool) (*RunRecord, error) {
 	var rec *RunRecord
 	err := s.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		rec, err = s.record(ctx, tx, runID)
+		rec, err = s.record(ctx, tx, runID, withInstances)
 		return err
 	})
 	return rec, err
 }
 
-func (s *Service) record(ctx context.Context, tx store.Tx, runID string) (*RunRecord, error) {
+func (s *Service) record(ctx context.Context, tx store.Tx, runID string, withInstances bool) (*RunRecord, error) {
 	r, err := tx.Run(ctx, runID)
 	if err != nil {
 		return nil, err
@@ -88,13 +101,18 @@ func (s *Service) record(ctx context.Context, tx store.Tx, runID string) (*RunRe
 	for _, t := range tasks {
 		rows[t.Name] = t
 	}
-	attempts, err := tx.Attempts(ctx, store.AttemptFilter{RunID: runID})
-	if err != nil {
-		return nil, err
-	}
 	byTask := map[string][]*engine.Attempt{}
-	for _, a := range attempts {
-		byTask[a.Task] = append(byTask[a.Task], a)
+	counts := map[string]int{}
+	if withInstances {
+		attempts, err := tx.Attempts(ctx, store.AttemptFilter{RunID: runID})
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range attempts {
+			byTask[a.Task] = append(byTask[a.Task], a)
+		}
+	} else if counts, err = tx.CountAttempts(ctx, runID); err != nil {
+		return nil, err
 	}
 	now := s.now()
 	for _, st := range plan.Tasks {
@@ -105,11 +123,14 @@ func (s *Service) record(ctx context.Context, tx store.Tx, runID string) (*RunRe
 			tr.StartedAt, tr.EndedAt = timePtr(t.StartedAt), timePtr(t.EndedAt)
 		}
 		own := byTask[st.Name]
-		tr.Attempts = len(own)
+		tr.Attempts = len(own) + counts[st.Name]
 		for _, a := range own {
 			tr.Warnings = append(tr.Warnings, a.Warnings...)
 		}
-		if st.IsForEach() {
+		if t != nil && t.Items > 0 {
+			tr.Items = t.Items
+		}
+		if st.IsForEach() && withInstances {
 			if tr.Instances, err = instances(ctx, tx, runID, st.Name, t, own, now); err != nil {
 				return nil, err
 			}

@@ -82,12 +82,15 @@ type Tx interface {
 
 	// InsertAttempt records a new attempt and sets its ID (unique, increasing).
 	InsertAttempt(ctx context.Context, a *engine.Attempt) error
-	// UpdateAttempt writes every field of an attempt.
+	// UpdateAttempt writes every field of an attempt but Work, which never
+	// changes after InsertAttempt.
 	UpdateAttempt(ctx context.Context, a *engine.Attempt) error
 	// Attempt returns an attempt by id (ErrNotFound).
 	Attempt(ctx context.Context, id int64) (*engine.Attempt, error)
 	// Attempts lists attempts by ID, ascending.
 	Attempts(ctx context.Context, f AttemptFilter) ([]*engine.Attempt, error)
+	// CountAttempts counts a run's attempts by task.
+	CountAttempts(ctx context.Context, runID string) (map[string]int, error)
 	// InstanceOutputs returns the outputs of instances 0..n-1 of a for_each
 	// task: for each index the outputs of its succeeded attempt, nil where none
 	// succeeded.

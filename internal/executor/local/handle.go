@@ -28,8 +28,8 @@ type procState struct {
 	// StartTime is field 22 of /proc/<pid>/stat (clock ticks after boot), which
 	// tells the process from a later one that reused its pid. Zero if unknown.
 	StartTime uint64 `json:"start_time"`
-	// Dir is the attempt's temporary directory.
-	Dir string `json:"dir,omitempty"`
+	// Outputs is the attempt's $DRAY_OUTPUT file.
+	Outputs string `json:"outputs,omitempty"`
 }
 
 // handle is a started local process. It implements executor.Handle.
@@ -37,9 +37,10 @@ type handle struct {
 	e       *Executor
 	cmd     *exec.Cmd
 	pid     int // also the process group id
-	state   []byte
-	dir     string
 	outputs string
+
+	stateOnce sync.Once
+	state     []byte
 
 	stdout, stderr *os.File // read ends of the pipes
 
@@ -64,7 +65,7 @@ var _ executor.Handle = (*handle)(nil)
 
 // start starts cmd with its stdout and stderr on fresh pipes and begins
 // following it.
-func start(e *Executor, cmd *exec.Cmd, dir, outputs string, sink executor.LogSink) (*handle, error) {
+func start(e *Executor, cmd *exec.Cmd, outputs string, sink executor.LogSink) (*handle, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("make stdout pipe: %w", err)
@@ -88,25 +89,10 @@ func start(e *Executor, cmd *exec.Cmd, dir, outputs string, sink executor.LogSin
 	}
 
 	pid := cmd.Process.Pid
-	st := procState{PID: pid, PGID: pid, Dir: dir}
-	if ps, err := readStat(pid); err != nil {
-		e.log.Warn("read start time of local process; Recover will not be able to kill it", "pid", pid, "err", err)
-	} else {
-		st.StartTime = ps.startTime
-	}
-	state, err := json.Marshal(st)
-	if err != nil {
-		// Cannot happen for this struct; do not leave the process running if it does.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		return nil, fmt.Errorf("encode state: %w", err)
-	}
-
 	h := &handle{
 		e:           e,
 		cmd:         cmd,
 		pid:         pid,
-		state:       state,
-		dir:         dir,
 		outputs:     outputs,
 		stdout:      outR,
 		stderr:      errR,
@@ -122,8 +108,25 @@ func start(e *Executor, cmd *exec.Cmd, dir, outputs string, sink executor.LogSin
 	return h, nil
 }
 
-// State returns {"pid", "pgid", "start_time", "dir"} as JSON.
-func (h *handle) State() []byte { return bytes.Clone(h.state) }
+// State returns {"pid", "pgid", "start_time", "outputs"} as JSON. The start
+// time is read from /proc on the first call (most attempts end before anyone
+// asks), while the process is known not to have been reaped; later it is 0.
+func (h *handle) State() []byte {
+	h.stateOnce.Do(func() {
+		st := procState{PID: h.pid, PGID: h.pid, Outputs: h.outputs}
+		h.mu.Lock()
+		if !h.ended {
+			if ps, err := readStat(h.pid); err == nil {
+				st.StartTime = ps.startTime
+			} else {
+				h.e.log.Warn("read start time of local process; Recover will not be able to kill it", "pid", h.pid, "err", err)
+			}
+		}
+		h.mu.Unlock()
+		h.state, _ = json.Marshal(st)
+	})
+	return bytes.Clone(h.state)
+}
 
 // Wait blocks until the process has exited, its process group has been
 // killed, its output has been given to the sink (or WaitDelay passed), and its
@@ -202,12 +205,12 @@ func (h *handle) signal(sig syscall.Signal) (bool, error) {
 
 // follow waits for the process to exit, kills what is left of its group,
 // reaps it, waits for the output to drain, reads the outputs file and
-// publishes the result. It owns the attempt's temporary directory.
+// publishes the result. It removes the attempt's outputs file.
 func (h *handle) follow() {
 	defer close(h.done)
 	defer func() {
-		if err := os.RemoveAll(h.dir); err != nil {
-			h.e.log.Warn("remove attempt directory", "dir", h.dir, "err", err)
+		if err := os.Remove(h.outputs); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			h.e.log.Warn("remove outputs file", "file", h.outputs, "err", err)
 		}
 	}()
 

@@ -11,11 +11,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,10 +36,6 @@ const DefaultWaitDelay = time.Second
 // the maximum size arrives as one line.
 const maxLine = 2 << 20
 
-// outputFile is the name of the outputs file inside an attempt's temporary
-// directory.
-const outputFile = "outputs.json"
-
 // Config configures an Executor. The zero value is usable.
 type Config struct {
 	// Logger receives the executor's own diagnostics (not the task's output).
@@ -46,8 +46,8 @@ type Config struct {
 	// that escaped the group (setsid, a daemon) may hold them open; after
 	// WaitDelay they are closed and Wait returns. Zero means DefaultWaitDelay.
 	WaitDelay time.Duration
-	// TempDir is where per-attempt temporary directories (holding the
-	// $DRAY_OUTPUT file) are made. Empty means os.TempDir().
+	// TempDir is where the executor makes its folder for $DRAY_OUTPUT files
+	// (one a process, removed by Wait). Empty means os.TempDir().
 	TempDir string
 }
 
@@ -57,6 +57,16 @@ type Executor struct {
 	log       *slog.Logger
 	waitDelay time.Duration
 	tempDir   string
+
+	dirOnce sync.Once
+	dir     string // made on first use
+	dirErr  error
+	seq     atomic.Uint64
+
+	baseOnce sync.Once
+	base     []string // the agent's environment without its credentials
+
+	shells sync.Map // program name -> resolved path
 }
 
 var _ executor.Executor = (*Executor)(nil)
@@ -85,8 +95,8 @@ func New(cfg Config) *Executor {
 //
 // Its environment is the agent's, less the agent's credentials (DRAY_SECRET_*,
 // DRAY_TOKEN, DRAY_ADMIN_PASSWORD), plus spec.Env, plus DRAY_OUTPUT naming a
-// fresh file in a per-attempt temporary directory that Wait reads back and
-// removes.
+// file of its own (not there yet) in the executor's folder, which Wait reads
+// back and removes.
 //
 // Output lines go to sink one call at a time (stdout and stderr are read
 // concurrently, but calls are serialized), so sink need not be safe for
@@ -123,20 +133,27 @@ func (e *Executor) Start(ctx context.Context, spec *executor.Spec, sink executor
 		}
 	}
 
-	dir, err := os.MkdirTemp(e.tempDir, "dray-attempt-")
+	dir, err := e.outputsDir()
 	if err != nil {
-		return nil, fmt.Errorf("start local process: make temporary directory: %w", err)
+		return nil, fmt.Errorf("start local process: make a folder for outputs: %w", err)
 	}
-	outputs := dir + string(os.PathSeparator) + outputFile
+	outputs := filepath.Join(dir, fmt.Sprintf("%d-%d.json", spec.AttemptID, e.seq.Add(1)))
+	// A file left by an earlier attempt with the same name must not pass as
+	// this one's outputs.
+	if err := os.Remove(outputs); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("start local process: %w", err)
+	}
 
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = spec.Workdir
-	cmd.Env = environ(os.Environ(), spec.Env, outputs)
+	path, err := e.lookPath(argv[0])
+	if err != nil {
+		return nil, fmt.Errorf("start local process %q: %w", argv[0], err)
+	}
+	cmd := &exec.Cmd{Path: path, Args: argv, Dir: spec.Workdir}
+	cmd.Env = environ(e.baseEnv(), spec.Env, outputs)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 
-	h, err := start(e, cmd, dir, outputs, sink)
+	h, err := start(e, cmd, outputs, sink)
 	if err != nil {
-		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start local process %q: %w", argv[0], err)
 	}
 	e.log.Debug("local process started", "pid", h.pid, "run", spec.RunID, "task", spec.Task,
@@ -166,26 +183,59 @@ func commandLine(spec *executor.Spec) ([]string, error) {
 	return spec.Command, nil
 }
 
-// environ returns the environment of a task: base without the agent's
-// credentials, then env (which wins), then DRAY_OUTPUT (which wins over both,
-// since Wait reads that file back). The result is sorted by name.
+// outputsDir returns the executor's folder for $DRAY_OUTPUT files, made on
+// first use.
+func (e *Executor) outputsDir() (string, error) {
+	e.dirOnce.Do(func() { e.dir, e.dirErr = os.MkdirTemp(e.tempDir, "dray-outputs-") })
+	return e.dir, e.dirErr
+}
+
+// lookPath resolves a program name once; paths with a slash are used as given.
+func (e *Executor) lookPath(name string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	if p, ok := e.shells.Load(name); ok {
+		return p.(string), nil
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", err
+	}
+	e.shells.Store(name, p)
+	return p, nil
+}
+
+// baseEnv is the agent's environment without its credentials, read once.
+func (e *Executor) baseEnv() []string {
+	e.baseOnce.Do(func() {
+		for _, kv := range os.Environ() {
+			if k, _, ok := strings.Cut(kv, "="); ok && !agentCredential(k) {
+				e.base = append(e.base, kv)
+			}
+		}
+	})
+	return e.base
+}
+
+// environ returns the environment of a task: base, then env (which wins), then
+// DRAY_OUTPUT (which wins over both, since Wait reads that file back). The
+// result is sorted by name.
 func environ(base []string, env map[string]string, outputs string) []string {
-	m := make(map[string]string, len(base)+len(env)+1)
+	out := make([]string, 0, len(base)+len(env)+1)
 	for _, kv := range base {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || agentCredential(k) {
+		k, _, ok := strings.Cut(kv, "=")
+		if _, overridden := env[k]; !ok || overridden || k == "DRAY_OUTPUT" || agentCredential(k) {
 			continue
 		}
-		m[k] = v
+		out = append(out, kv)
 	}
 	for k, v := range env {
-		m[k] = v
+		if k != "DRAY_OUTPUT" {
+			out = append(out, k+"="+v)
+		}
 	}
-	m["DRAY_OUTPUT"] = outputs
-	out := make([]string, 0, len(m))
-	for k, v := range m {
-		out = append(out, k+"="+v)
-	}
+	out = append(out, "DRAY_OUTPUT="+outputs)
 	sort.Strings(out)
 	return out
 }

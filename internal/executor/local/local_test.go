@@ -177,8 +177,9 @@ func TestStartErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Start error %q; want it to contain %q", err, tt.want)
 			}
-			if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
-				t.Fatalf("Start left %d entries in its temporary directory", len(ents))
+			leftovers, _ := filepath.Glob(filepath.Join(tmp, "*", "*"))
+			if len(leftovers) != 0 {
+				t.Fatalf("Start left files behind: %v", leftovers)
 			}
 		})
 	}
@@ -447,29 +448,29 @@ func TestOutputs(t *testing.T) {
 	}
 }
 
-// TestAttemptDirectory checks that DRAY_OUTPUT is in a directory of its own
-// that is gone after Wait.
-func TestAttemptDirectory(t *testing.T) {
+// TestOutputsFile checks that each attempt's DRAY_OUTPUT is a file of its own
+// that does not exist when it starts, and is gone after Wait.
+func TestOutputsFile(t *testing.T) {
 	ctx := testCtx(t)
 	tmp := t.TempDir()
 	e := New(Config{Logger: testLogger(t), TempDir: tmp})
-	var dirs []string
+	var files []string
 	for range 2 {
-		res, rec := run(t, ctx, e, &executor.Spec{Run: `echo "$DRAY_OUTPUT"; test ! -e "$DRAY_OUTPUT" && test -d "${DRAY_OUTPUT%/*}"`})
+		res, rec := run(t, ctx, e, &executor.Spec{Run: `echo "$DRAY_OUTPUT"; test ! -e "$DRAY_OUTPUT" && echo '{}' > "$DRAY_OUTPUT"`})
 		if res.ExitCode != 0 {
-			t.Fatalf("result %+v: DRAY_OUTPUT exists already or its directory does not", res)
+			t.Fatalf("result %+v: DRAY_OUTPUT existed already or could not be written", res)
 		}
 		out := rec.Texts(executor.Stdout)
-		if len(out) != 1 || filepath.Dir(filepath.Dir(out[0])) != tmp {
-			t.Fatalf("DRAY_OUTPUT = %q; want a file in a directory of its own under %s", out, tmp)
+		if len(out) != 1 || !strings.HasPrefix(out[0], tmp+"/") {
+			t.Fatalf("DRAY_OUTPUT = %q; want a file under %s", out, tmp)
 		}
-		dirs = append(dirs, filepath.Dir(out[0]))
+		if _, err := os.Stat(out[0]); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s is still there after Wait (%v)", out[0], err)
+		}
+		files = append(files, out[0])
 	}
-	if dirs[0] == dirs[1] {
-		t.Fatalf("two attempts share the directory %s", dirs[0])
-	}
-	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
-		t.Fatalf("%d attempt directories left after Wait", len(ents))
+	if files[0] == files[1] {
+		t.Fatalf("two attempts share the outputs file %s", files[0])
 	}
 }
 

@@ -34,9 +34,9 @@ func (e *Executor) Recover(ctx context.Context, spec *executor.Spec, state []byt
 		// kill(-1) or kill(0) would reach far more than the attempt.
 		return nil, fmt.Errorf("recover local process: state has pid %d, pgid %d: %w", st.PID, st.PGID, executor.ErrLost)
 	}
-	if st.Dir != "" && filepath.IsAbs(st.Dir) && strings.HasPrefix(filepath.Base(st.Dir), "dray-attempt-") {
-		if err := os.RemoveAll(st.Dir); err != nil {
-			e.log.Warn("remove attempt directory of lost local process", "dir", st.Dir, "err", err)
+	if st.Outputs != "" && filepath.IsAbs(st.Outputs) && strings.HasPrefix(filepath.Base(filepath.Dir(st.Outputs)), "dray-outputs-") {
+		if err := os.Remove(st.Outputs); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			e.log.Warn("remove outputs file of lost local process", "file", st.Outputs, "err", err)
 		}
 	}
 	killed, err := killLeftovers(st)

@@ -58,8 +58,12 @@ func TestRecoverKillsOrphans(t *testing.T) {
 	if !processAlive(child) {
 		t.Fatalf("orphan %d is not running before Recover", child)
 	}
-	st.Dir = filepath.Join(t.TempDir(), "dray-attempt-123")
-	if err := os.Mkdir(st.Dir, 0o700); err != nil {
+	dir := filepath.Join(t.TempDir(), "dray-outputs-123")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	st.Outputs = filepath.Join(dir, "7-1.json")
+	if err := os.WriteFile(st.Outputs, []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := newTestExecutor(t).Recover(ctx, &executor.Spec{}, mustJSON(t, st), nil)
@@ -67,8 +71,8 @@ func TestRecoverKillsOrphans(t *testing.T) {
 		t.Fatalf("Recover error %v; want one wrapping ErrLost", err)
 	}
 	waitGone(t, ctx, child)
-	if _, err := os.Stat(st.Dir); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("attempt directory %s still there after Recover (%v)", st.Dir, err)
+	if _, err := os.Stat(st.Outputs); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("outputs file %s still there after Recover (%v)", st.Outputs, err)
 	}
 }
 
@@ -128,6 +132,10 @@ func TestRecoverLeavesOthersAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	free := gone.Process.Pid
+	keep := filepath.Join(t.TempDir(), "outputs.json")
+	if err := os.WriteFile(keep, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name  string
@@ -143,7 +151,7 @@ func TestRecoverLeavesOthersAlone(t *testing.T) {
 		{"negative pid", `{"pid": -1, "pgid": -1, "start_time": 1}`},
 		{"not JSON", `pid 42`},
 		{"empty", ``},
-		{"dir outside the temporary directories is kept", fmt.Sprintf(`{"pid": 1073741824, "pgid": 1073741824, "start_time": 1, "dir": %q}`, t.TempDir())},
+		{"a file outside the executor's folders is kept", fmt.Sprintf(`{"pid": 1073741824, "pgid": 1073741824, "start_time": 1, "outputs": %q}`, keep)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,10 +165,8 @@ func TestRecoverLeavesOthersAlone(t *testing.T) {
 			}
 		})
 	}
-	var st procState
-	_ = json.Unmarshal([]byte(tests[len(tests)-1].state), &st)
-	if _, err := os.Stat(st.Dir); err != nil {
-		t.Fatalf("Recover removed %s, which is not an attempt directory: %v", st.Dir, err)
+	if _, err := os.Stat(keep); err != nil {
+		t.Fatalf("Recover removed %s, which is not an outputs file of the executor: %v", keep, err)
 	}
 }
 

@@ -16,11 +16,15 @@ const attemptColumns = `id, run_id, pipeline, task, idx, number, base, state, re
 	executor, not_before, created_at, queued_at, claimed_at, started_at, ended_at, agent, handle,
 	exit_code, outputs, warnings, cancel_requested`
 
-// attemptArgs returns the column values of an attempt, without its id.
-func attemptArgs(a *engine.Attempt) ([]any, error) {
-	work, err := json.Marshal(a.Work)
-	if err != nil {
-		return nil, fmt.Errorf("encode work of attempt %d: %w", a.ID, err)
+// attemptArgs returns the column values of an attempt, without its id, and
+// without work unless withWork.
+func attemptArgs(a *engine.Attempt, withWork bool) ([]any, error) {
+	var work []byte
+	if withWork {
+		var err error
+		if work, err = json.Marshal(a.Work); err != nil {
+			return nil, fmt.Errorf("encode work of attempt %d: %w", a.ID, err)
+		}
 	}
 	labels, err := json.Marshal(orEmptySlice(a.Labels))
 	if err != nil {
@@ -34,10 +38,14 @@ func attemptArgs(a *engine.Attempt) ([]any, error) {
 	if a.ExitCode != nil {
 		exit = *a.ExitCode
 	}
-	return []any{a.RunID, a.Pipeline, a.Task, a.Index, a.Number, a.Base, string(a.State), a.Reason,
+	args := []any{a.RunID, a.Pipeline, a.Task, a.Index, a.Number, a.Base, string(a.State), a.Reason,
 		string(work), a.Pool, string(labels), a.Executor, micros(a.NotBefore), micros(a.CreatedAt),
 		micros(a.QueuedAt), micros(a.ClaimedAt), micros(a.StartedAt), micros(a.EndedAt), a.Agent,
-		a.Handle, exit, nullJSON(a.Outputs), string(warnings), boolInt(a.CancelRequested)}, nil
+		a.Handle, exit, nullJSON(a.Outputs), string(warnings), boolInt(a.CancelRequested)}
+	if !withWork {
+		args = append(args[:8], args[9:]...)
+	}
+	return args, nil
 }
 
 func orEmptySlice[S ~[]E, E any](s S) S {
@@ -48,7 +56,7 @@ func orEmptySlice[S ~[]E, E any](s S) S {
 }
 
 func (t *txn) InsertAttempt(ctx context.Context, a *engine.Attempt) error {
-	args, err := attemptArgs(a)
+	args, err := attemptArgs(a, true)
 	if err != nil {
 		return err
 	}
@@ -61,17 +69,24 @@ func (t *txn) InsertAttempt(ctx context.Context, a *engine.Attempt) error {
 	return err
 }
 
+// updateAttempt sets every column but work, which never changes after an
+// attempt is made (and is the largest to encode).
+var updateAttempt = func() string {
+	var set []string
+	for _, c := range strings.Split(strings.TrimPrefix(attemptColumns, "id, "), ",") {
+		if c = strings.TrimSpace(c); c != "work" {
+			set = append(set, c+" = ?")
+		}
+	}
+	return `UPDATE attempts SET ` + strings.Join(set, ", ") + ` WHERE id = ?`
+}()
+
 func (t *txn) UpdateAttempt(ctx context.Context, a *engine.Attempt) error {
-	args, err := attemptArgs(a)
+	args, err := attemptArgs(a, false)
 	if err != nil {
 		return err
 	}
-	cols := strings.Split(strings.TrimPrefix(attemptColumns, "id, "), ",")
-	set := make([]string, len(cols))
-	for i, c := range cols {
-		set[i] = strings.TrimSpace(c) + " = ?"
-	}
-	res, err := t.exec(ctx, `UPDATE attempts SET `+strings.Join(set, ", ")+` WHERE id = ?`, append(args, a.ID)...)
+	res, err := t.exec(ctx, updateAttempt, append(args, a.ID)...)
 	if err != nil {
 		return fmt.Errorf("update attempt %d: %w", a.ID, err)
 	}
@@ -183,6 +198,24 @@ func (t *txn) Attempts(ctx context.Context, f store.AttemptFilter) ([]*engine.At
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
 	return t.queryAttempts(ctx, "list attempts", q, args...)
+}
+
+func (t *txn) CountAttempts(ctx context.Context, runID string) (map[string]int, error) {
+	rows, err := t.query(ctx, `SELECT task, count(*) FROM attempts WHERE run_id = ? GROUP BY task`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("count attempts of run %s: %w", runID, err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var task string
+		var n int
+		if err := rows.Scan(&task, &n); err != nil {
+			return nil, err
+		}
+		out[task] = n
+	}
+	return out, rows.Err()
 }
 
 func (t *txn) InstanceOutputs(ctx context.Context, runID, task string, n int) ([]json.RawMessage, error) {
