@@ -70,6 +70,10 @@ func (e *env) openState(ctx context.Context, dir, storage string) (*state, error
 		return nil, badInputf("dray.yaml: storage %s: this version of dray keeps logs in file:// storage only", storage)
 	}
 	opts := sqlite.Options{}
+	opts.Sync = e.getenv("DRAY_SQLITE_SYNC")
+	if opts.Sync != "" && opts.Sync != sqlite.SyncNormal && opts.Sync != sqlite.SyncFull {
+		return nil, badInputf("DRAY_SQLITE_SYNC=%s: want normal or full", opts.Sync)
+	}
 	if v := e.getenv("DRAY_SQLITE_BUSY_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {

@@ -125,19 +125,23 @@ func (s *Service) claim(ctx context.Context, tx store.Tx, info AgentInfo, slots 
 }
 
 // Started records that an attempt's process (container, task) started, with
-// the executor handle to re-attach to it.
+// the executor handle to re-attach to it. Reports that arrive together are
+// written in one transaction, with results (see Finish).
 func (s *Service) Started(ctx context.Context, agentID string, attemptID int64, handle []byte, at time.Time) error {
-	return s.store.Update(ctx, func(tx store.Tx) error {
-		a, err := s.agentAttempt(ctx, tx, agentID, attemptID)
-		if err != nil {
-			return err
-		}
-		if a.State != engine.AttemptClaimed {
-			return nil
-		}
-		a.State, a.StartedAt, a.Handle = engine.AttemptRunning, at.UTC().Truncate(time.Microsecond), handle
-		return tx.UpdateAttempt(ctx, a)
-	})
+	_, err := s.finisher.submit(ctx, &finishReq{info: AgentInfo{ID: agentID}, id: attemptID, started: true, handle: handle, at: at})
+	return err
+}
+
+func (s *Service) started(ctx context.Context, tx store.Tx, agentID string, attemptID int64, handle []byte, at time.Time) error {
+	a, err := s.agentAttempt(ctx, tx, agentID, attemptID)
+	if err != nil {
+		return err
+	}
+	if a.State != engine.AttemptClaimed {
+		return nil
+	}
+	a.State, a.StartedAt, a.Handle = engine.AttemptRunning, at.UTC().Truncate(time.Microsecond), handle
+	return tx.UpdateAttempt(ctx, a)
 }
 
 // agentAttempt reads an attempt and checks that the agent holds it.

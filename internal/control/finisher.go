@@ -4,27 +4,41 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/dray-dev/dray/internal/engine"
 	"github.com/dray-dev/dray/internal/store"
 )
 
-// finishReq is one agent's report of an attempt's end.
+// finishReq is one agent's report: an attempt's end (the default), or, when
+// started is set, that it started.
 type finishReq struct {
 	info  AgentInfo
 	id    int64
 	res   engine.Result
 	claim int
 
+	started bool
+	handle  []byte
+	at      time.Time
+
 	got  []*engine.Attempt
 	err  error
 	done chan struct{}
 }
 
+// apply records the report inside tx.
+func (r *finishReq) apply(ctx context.Context, s *Service, tx store.Tx, out *changes) error {
+	if r.started {
+		return s.started(ctx, tx, r.info.ID, r.id, r.handle, r.at)
+	}
+	return s.finishOne(ctx, tx, r, out)
+}
+
 // maxBatch bounds how many reports one transaction writes.
 const maxBatch = 64
 
-// finisher writes reports in batches: while one transaction commits, the
+// finisher writes agents' reports (results and starts) in batches: while one transaction commits, the
 // reports that arrive wait, and the next transaction writes all of them. A
 // batch in which one report fails is rolled back and written one report a
 // transaction, so a bad report never fails the others.
@@ -86,7 +100,7 @@ func (f *finisher) write(ctx context.Context, batch []*finishReq) {
 			out = changes{}
 			for _, r := range batch {
 				r.got = nil
-				if err := f.s.finishOne(ctx, tx, r, &out); err != nil {
+				if err := r.apply(ctx, f.s, tx, &out); err != nil {
 					return errBatch
 				}
 			}
@@ -102,7 +116,7 @@ func (f *finisher) write(ctx context.Context, batch []*finishReq) {
 		r.err = f.s.store.Update(ctx, func(tx store.Tx) error {
 			out = changes{}
 			r.got = nil
-			return f.s.finishOne(ctx, tx, r, &out)
+			return r.apply(ctx, f.s, tx, &out)
 		})
 		if r.err == nil {
 			f.done([]*finishReq{r}, out)

@@ -208,7 +208,11 @@ func (h *handle) signal(sig syscall.Signal) (bool, error) {
 // publishes the result. It removes the attempt's outputs file.
 func (h *handle) follow() {
 	defer close(h.done)
+	found := false
 	defer func() {
+		if !found {
+			return // no file was written: nothing to remove
+		}
 		if err := os.Remove(h.outputs); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			h.e.log.Warn("remove outputs file", "file", h.outputs, "err", err)
 		}
@@ -255,7 +259,8 @@ func (h *handle) follow() {
 	if h.err != nil {
 		h.err = fmt.Errorf("wait for local process %d: %w", h.pid, h.err)
 	}
-	out, size, err := readOutputs(h.outputs)
+	out, size, exists, err := readOutputs(h.outputs)
+	found = exists
 	h.result.Outputs, h.result.OutputsSize = out, size
 	if err != nil {
 		h.result.OutputsError = err.Error()
@@ -294,33 +299,33 @@ func exitResult(ps *os.ProcessState, waitErr error) (executor.Result, error) {
 }
 
 // readOutputs reads up to executor.MaxOutputs+1 bytes of the outputs file and
-// returns them with the file's full size. A missing or empty file is no
-// outputs (nil, 0).
-func readOutputs(path string) ([]byte, int64, error) {
+// returns them with the file's full size, and whether there is a file at the
+// path (of any kind) to remove. A missing or empty file is no outputs (nil, 0).
+func readOutputs(path string) ([]byte, int64, bool, error) {
 	// O_NONBLOCK: a task could make the file a FIFO, which would block open.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, 0, nil
+		return nil, 0, false, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("read outputs: %w", err)
+		return nil, 0, true, fmt.Errorf("read outputs: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, 0, fmt.Errorf("read outputs: %w", err)
+		return nil, 0, true, fmt.Errorf("read outputs: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, 0, fmt.Errorf("read outputs: $DRAY_OUTPUT (%s) is a %v, not a regular file", path, fi.Mode().Type())
+		return nil, 0, true, fmt.Errorf("read outputs: $DRAY_OUTPUT (%s) is a %v, not a regular file", path, fi.Mode().Type())
 	}
 	if fi.Size() == 0 {
-		return nil, 0, nil
+		return nil, 0, true, nil
 	}
 	b, err := io.ReadAll(io.LimitReader(f, executor.MaxOutputs+1))
 	if err != nil {
-		return nil, fi.Size(), fmt.Errorf("read outputs %s: %w", path, err)
+		return nil, fi.Size(), true, fmt.Errorf("read outputs %s: %w", path, err)
 	}
-	return b, fi.Size(), nil
+	return b, fi.Size(), true, nil
 }
 
 // read hands the lines of one of the process's streams to the sink until end

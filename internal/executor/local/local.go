@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -137,12 +136,9 @@ func (e *Executor) Start(ctx context.Context, spec *executor.Spec, sink executor
 	if err != nil {
 		return nil, fmt.Errorf("start local process: make a folder for outputs: %w", err)
 	}
+	// The folder is this executor's own and the sequence never repeats, so
+	// no earlier file can pass as this attempt's outputs.
 	outputs := filepath.Join(dir, fmt.Sprintf("%d-%d.json", spec.AttemptID, e.seq.Add(1)))
-	// A file left by an earlier attempt with the same name must not pass as
-	// this one's outputs.
-	if err := os.Remove(outputs); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("start local process: %w", err)
-	}
 
 	path, err := e.lookPath(argv[0])
 	if err != nil {

@@ -1,7 +1,12 @@
 // Package sqlite is dray's embedded state store: one SQLite file in WAL mode,
 // through the pure-Go modernc.org/sqlite driver. Writes go through one
-// connection with BEGIN IMMEDIATE, reads through a small pool; every commit is
-// synced to disk (synchronous=FULL) before Update returns.
+// connection with BEGIN IMMEDIATE, reads through a small pool.
+//
+// Durability: by default (synchronous=NORMAL) a committed transaction has been
+// written to the WAL before Update returns, so it survives any crash of the
+// process (kill -9 included); an OS crash or power loss may lose the last
+// transactions but never corrupts the database. Options.Sync = SyncFull syncs
+// every commit to disk as well, at about a millisecond a commit.
 package sqlite
 
 import (
@@ -16,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,7 +41,15 @@ type Options struct {
 	// MaxPages caps the database's size in pages (4 KiB each); for tests of a
 	// full disk. 0: no cap.
 	MaxPages int
+	// Sync is SyncNormal (the default) or SyncFull: see the package comment.
+	Sync string
 }
+
+// Sync modes.
+const (
+	SyncNormal = "normal"
+	SyncFull   = "full"
+)
 
 // Store is a SQLite store.
 type Store struct {
@@ -54,6 +68,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.BusyTimeout == 0 {
 		opts.BusyTimeout = 5 * time.Second
 	}
+	switch opts.Sync {
+	case "":
+		opts.Sync = SyncNormal
+	case SyncNormal, SyncFull:
+	default:
+		return nil, fmt.Errorf("open sqlite %s: sync mode %q: want %s or %s", path, opts.Sync, SyncNormal, SyncFull)
+	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -61,7 +82,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	pragmas := []string{
 		"journal_mode(WAL)",
-		"synchronous(FULL)",
+		"synchronous(" + strings.ToUpper(opts.Sync) + ")",
 		"busy_timeout(" + strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10) + ")",
 		"foreign_keys(ON)",
 	}
