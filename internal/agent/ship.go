@@ -46,14 +46,14 @@ type shipper struct {
 	marked    map[string]json.RawMessage // outputs set by marker lines
 	outputErr error
 
-	kick chan struct{}
-	done chan struct{}
+	kick    chan struct{}
+	done    chan struct{}
+	running bool // the loop goroutine has started (at the first line)
 }
 
 func newShipper(ctl Control, attempt int64, mask *secrets.Masker, log *slog.Logger) *shipper {
 	s := &shipper{ctl: ctl, attempt: attempt, mask: mask, log: log, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
-	go s.loop()
 	return s
 }
 
@@ -72,6 +72,11 @@ func (s *shipper) Line(l executor.Line) {
 	}
 	s.seq++
 	s.buf = append(s.buf, store.LogLine{Seq: s.seq, Time: l.Time.UTC(), Stream: l.Stream, Text: s.mask.Mask(l.Text)})
+	if !s.running {
+		// Most short tasks print nothing: ship only once there is something.
+		s.running = true
+		go s.loop()
+	}
 	if len(s.buf) >= batchLines {
 		select {
 		case s.kick <- struct{}{}:
@@ -182,7 +187,11 @@ func (s *shipper) close() {
 		s.closed = true
 		s.cond.Broadcast()
 	}
+	running := s.running
 	s.mu.Unlock()
+	if !running {
+		return // no line came, or none will now
+	}
 	select {
 	case s.kick <- struct{}{}:
 	default:

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -251,7 +252,20 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 	for i, t := range plan.Tasks {
 		names[i] = t.Name
 	}
-	prog := newProgress(out, tty, tty && e.getenv("NO_COLOR") == "", names)
+	// A person at a terminal sees every line at once; a pipe gets them in
+	// writes every 50ms.
+	buf := bufio.NewWriter(out)
+	defer buf.Flush()
+	flushEvery := time.NewTicker(50 * time.Millisecond)
+	defer flushEvery.Stop()
+	if tty {
+		flushEvery.Stop()
+	}
+	var progOut io.Writer = buf
+	if tty {
+		progOut = out
+	}
+	prog := newProgress(progOut, tty, tty && e.getenv("NO_COLOR") == "", names)
 
 	agentCtx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAgent()
@@ -296,6 +310,7 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 				}
 			}
 		case <-sigs:
+			buf.Flush()
 			canceled++
 			force := canceled > 1
 			if force {
@@ -306,6 +321,8 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 			if err := st.svc.Cancel(context.WithoutCancel(ctx), runID, force); err != nil && !errors.Is(err, engine.ErrRunEnded) {
 				fmt.Fprintf(e.stderr, "dray: cancel: %v\n", err)
 			}
+		case <-flushEvery.C:
+			buf.Flush()
 		case <-poll.C:
 			// Events cover every change made here; this catches one made
 			// by another process (dray cancel).
@@ -337,6 +354,7 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 		return err
 	}
 	prog.summary(sum)
+	buf.Flush()
 	if opts.json {
 		rec, err := st.svc.Record(context.WithoutCancel(ctx), runID)
 		if err != nil {

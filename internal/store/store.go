@@ -56,7 +56,9 @@ type Tx interface {
 
 	// InsertRun records a new run; its ID must be unique.
 	InsertRun(ctx context.Context, r *engine.Run) error
-	// UpdateRun writes every field of a run.
+	// UpdateRun writes a run's progress: State, Reason, Env, Driver,
+	// CancelRequested, Unfinished, StartedAt and EndedAt. The other fields
+	// never change after InsertRun.
 	UpdateRun(ctx context.Context, r *engine.Run) error
 	// Run returns a run by id (ErrNotFound).
 	Run(ctx context.Context, id string) (*engine.Run, error)

@@ -73,13 +73,16 @@ func (t *txn) InsertRun(ctx context.Context, r *engine.Run) error {
 }
 
 func (t *txn) UpdateRun(ctx context.Context, r *engine.Run) error {
-	args, err := runArgs(r)
+	env, err := json.Marshal(orEmpty(r.Env))
 	if err != nil {
-		return err
+		return fmt.Errorf("encode env of run %s: %w", r.ID, err)
 	}
-	res, err := t.exec(ctx, `UPDATE runs SET pipeline=?2, spec_hash=?3, state=?4, reason=?5, params=?6, env=?7,
-		trigger=?8, logical_time=?9, salt=?10, driver=?11, logical_date=?12, cancel_requested=?13,
-		unfinished=?14, created_at=?15, started_at=?16, ended_at=?17 WHERE id=?1`, args...)
+	// What a run is for (pipeline, spec, params, trigger, logical time, salt,
+	// creation) never changes after InsertRun: only its progress is written.
+	res, err := t.exec(ctx, `UPDATE runs SET state=?2, reason=?3, env=?4, driver=?5, cancel_requested=?6,
+		unfinished=?7, started_at=?8, ended_at=?9 WHERE id=?1`,
+		r.ID, string(r.State), r.Reason, string(env), r.Driver, boolInt(r.CancelRequested),
+		r.Unfinished, micros(r.StartedAt), micros(r.EndedAt))
 	if err != nil {
 		return fmt.Errorf("update run %s: %w", r.ID, err)
 	}
