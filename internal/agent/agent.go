@@ -53,6 +53,10 @@ type Config struct {
 	// DrainGrace is how long a stopping agent lets running attempts finish
 	// before it stops them (default 0: stop them at once).
 	DrainGrace time.Duration
+	// ReportTimeout is how long the agent tries to report a result before it
+	// gives up and stops with an error (default 2m). The attempt is then
+	// recorded as lost when the agent is found gone, and retried.
+	ReportTimeout time.Duration
 }
 
 // Agent runs attempts. Make one with New and call Run.
@@ -65,6 +69,12 @@ type Agent struct {
 	draining bool          // no more claims
 	freed    chan struct{} // a slot freed
 	wg       sync.WaitGroup
+
+	// fatal is closed, with fatalErr set, when the agent cannot go on (a
+	// result it could not report).
+	fatalOnce sync.Once
+	fatal     chan struct{}
+	fatalErr  error
 }
 
 // New returns an agent.
@@ -78,6 +88,9 @@ func New(cfg Config) *Agent {
 	if cfg.KillGrace == 0 {
 		cfg.KillGrace = 10 * time.Second
 	}
+	if cfg.ReportTimeout == 0 {
+		cfg.ReportTimeout = 2 * time.Minute
+	}
 	if cfg.Info.Capacity <= 0 {
 		cfg.Info.Capacity = 1
 	}
@@ -87,7 +100,7 @@ func New(cfg Config) *Agent {
 	for typ := range cfg.Executors {
 		cfg.Info.Executors = append(cfg.Info.Executors, typ)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger.With("agent", cfg.Info.ID), running: map[int64]*run{}, freed: make(chan struct{}, 1)}
+	return &Agent{cfg: cfg, log: cfg.Logger.With("agent", cfg.Info.ID), running: map[int64]*run{}, freed: make(chan struct{}, 1), fatal: make(chan struct{})}
 }
 
 // Run registers the agent and claims and runs attempts until ctx ends. Then it
@@ -101,6 +114,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Attempts outlive ctx: they end by being stopped, and report after.
 	runCtx, stopRuns := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRuns()
+	// A fatal error stops claiming as ctx would.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-a.fatal:
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
@@ -118,10 +141,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	if derr := a.cfg.Control.Deregister(dctx, a.cfg.Info.ID); derr != nil {
 		a.log.Warn("deregister", "err", derr)
 	}
+	select {
+	case <-a.fatal:
+		return a.fatalErr
+	default:
+	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// die stops the agent with err.
+func (a *Agent) die(err error) {
+	a.fatalOnce.Do(func() {
+		a.fatalErr = err
+		close(a.fatal)
+	})
 }
 
 func (a *Agent) claimLoop(ctx, runCtx context.Context) error {

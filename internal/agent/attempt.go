@@ -233,11 +233,12 @@ func (r *run) spec(secrets map[string]string) *executor.Spec {
 
 // report tells the control plane how the attempt ended and claims the
 // attempts that take over its slot, trying again for a while when the control
-// plane cannot be reached. If it never can, the attempt stays running there
-// until this agent's lease runs out, and is then retried.
+// plane cannot take it (unreachable, a full disk). If it never can, the agent
+// stops with the error: the attempt stays running there until the agent is
+// found gone, and is then retried.
 func (r *run) report(ctx context.Context, res engine.Result) []*engine.Attempt {
 	res.StartedAt = r.startedAt
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, r.a.cfg.ReportTimeout)
 	defer cancel()
 	b := newBackoff()
 	for {
@@ -253,6 +254,7 @@ func (r *run) report(ctx context.Context, res engine.Result) []*engine.Attempt {
 		}
 		if ctx.Err() != nil {
 			r.a.log.Error("could not report the result of an attempt", "attempt", r.at.ID, "state", res.State, "err", err)
+			r.a.die(fmt.Errorf("could not record the result of task %s (attempt %d): %w", r.at.Task, r.at.ID, err))
 			return nil
 		}
 		r.a.log.Warn("report result failed; trying again", "attempt", r.at.ID, "err", err)

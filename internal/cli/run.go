@@ -330,7 +330,8 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 				final = r.State
 			}
 		case err := <-agentDone:
-			return fmt.Errorf("agent stopped before the run ended: %w", err)
+			buf.Flush()
+			return stateError(fmt.Errorf("run %s stopped before it ended: %w", runID, err))
 		}
 	}
 	stopAgent()
