@@ -19,10 +19,9 @@ type Result struct {
 	Reason   string
 	ExitCode *int
 	Outputs  json.RawMessage // a JSON object; nil for none
-	// StartedAt and Handle say when and as what the attempt started, for an
-	// agent that did not report it separately (a short task).
+	// StartedAt says when the attempt started, for an agent that did not
+	// report it separately (a short task).
 	StartedAt time.Time
-	Handle    []byte
 }
 
 // ErrAttemptEnded is returned for a result of an attempt that has ended already.
@@ -87,9 +86,6 @@ func (e *Engine) Finish(a *Attempt, res Result) (*Step, error) {
 	}
 	a.State, a.Reason, a.EndedAt = state, reason, e.now
 	a.ExitCode, a.Outputs = res.ExitCode, res.Outputs
-	if a.Handle == nil {
-		a.Handle = res.Handle
-	}
 	if a.StartedAt.IsZero() {
 		a.StartedAt = res.StartedAt.UTC().Truncate(time.Microsecond)
 	}
