@@ -102,7 +102,7 @@ func checkExecutors(plan *spec.Pipeline, execs map[string]executor.Executor) err
 	var bad []string
 	for _, t := range plan.Tasks {
 		if _, ok := execs[t.Executor.Type]; !ok {
-			bad = append(bad, fmt.Sprintf("  %s: %s:%d: executor %s", t.Name, t.Pos.File, t.Pos.Line, describeProfile(t.Executor)))
+			bad = append(bad, fmt.Sprintf("  %s: %s:%d: executor %s", t.Name, t.Pos.File, t.Pos.Line, t.Executor.Describe()))
 		}
 	}
 	if len(bad) == 0 {
@@ -115,13 +115,6 @@ func checkExecutors(plan *spec.Pipeline, execs map[string]executor.Executor) err
 	sort.Strings(have)
 	return badInputf("pipeline %s has tasks this dray cannot run here (it runs executors of type %s):\n%s",
 		plan.Name, strings.Join(have, ", "), strings.Join(bad, "\n"))
-}
-
-func describeProfile(p *spec.Profile) string {
-	if p.Name == p.Type {
-		return p.Name
-	}
-	return fmt.Sprintf("%s (type %s)", p.Name, p.Type)
 }
 
 func (e *env) retryCmd() *cobra.Command {

@@ -162,7 +162,13 @@ func (s *Service) AppendLogs(ctx context.Context, attemptID int64, lines []store
 	if len(lines) == 0 {
 		return nil
 	}
-	return s.store.Update(ctx, func(tx store.Tx) error { return tx.AppendLogs(ctx, attemptID, lines) })
+	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.AppendLogs(ctx, attemptID, lines) }); err != nil {
+		return err
+	}
+	s.loggedMu.Lock()
+	s.logged[attemptID] = true
+	s.loggedMu.Unlock()
+	return nil
 }
 
 // Finish records how an attempt ended and advances its run. When claim > 0

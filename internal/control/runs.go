@@ -172,9 +172,14 @@ func (s *Service) after(c changes) {
 		default:
 		}
 	}
+	s.loggedMu.Lock()
 	for _, id := range c.ended {
-		s.sealer.add(id)
+		if s.logged[id] {
+			delete(s.logged, id)
+			s.sealer.add(id)
+		}
 	}
+	s.loggedMu.Unlock()
 }
 
 // advance runs one engine decision on a run inside tx and writes its Step.

@@ -63,6 +63,12 @@ type Service struct {
 
 	sealer   sealer
 	finisher finisher
+
+	// logged holds attempts that got log lines here and have not been
+	// sealed: only they need sealing when they end (Tick's sweep finds the
+	// others, such as those of an earlier process).
+	loggedMu sync.Mutex
+	logged   map[int64]bool
 }
 
 // New returns a Service.
@@ -86,6 +92,7 @@ func New(cfg Config) *Service {
 		cancels: make(chan struct{}),
 		timers:  make(chan struct{}, 1),
 		subs:    map[*subscription]struct{}{},
+		logged:  map[int64]bool{},
 	}
 	s.sealer.init(s)
 	s.finisher.s = s

@@ -341,8 +341,8 @@ func (d *decoder) secretProviders(n *yaml.Node) []*SecretProvider {
 	return out
 }
 
-// describeProfile names a profile for messages ("fargate (type ecs)").
-func describeProfile(p *Profile) string {
+// Describe names a profile for messages ("fargate (type ecs)").
+func (p *Profile) Describe() string {
 	if p.Name == p.Type {
 		return p.Name
 	}

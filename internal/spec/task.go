@@ -457,10 +457,10 @@ func (l *loader) resolveTask(d *decoder, p *Pipeline, rt *rawTask, defaults sett
 	}
 	t.Executor = prof
 	if t.IsContainer() && prof.Type == ExecLocal {
-		d.errorAt(orPos(pos, t.Pos), "task %s has an image, but executor %s runs local processes: set executor to docker or another container executor", t.Name, describeProfile(prof))
+		d.errorAt(orPos(pos, t.Pos), "task %s has an image, but executor %s runs local processes: set executor to docker or another container executor", t.Name, prof.Describe())
 	}
 	if !t.IsContainer() && t.Body.Run != nil && prof.Type == ExecDocker && prof.String("image") == "" {
-		d.errorAt(orPos(pos, t.Pos), "task %s runs a shell line on executor %s, which has no image to run it in: add image to that profile in dray.yaml, or make the task image and command", t.Name, describeProfile(prof))
+		d.errorAt(orPos(pos, t.Pos), "task %s runs a shell line on executor %s, which has no image to run it in: add image to that profile in dray.yaml, or make the task image and command", t.Name, prof.Describe())
 	}
 }
 

@@ -67,10 +67,12 @@ func (t *txn) Segment(ctx context.Context, attemptID int64) (store.Segment, erro
 }
 
 func (t *txn) Unsealed(ctx context.Context, limit int) ([]int64, error) {
-	rows, err := t.query(ctx, `SELECT a.id FROM attempts a
+	// From the live tail, which holds only unsealed lines, not from every
+	// attempt in the history.
+	rows, err := t.query(ctx, `SELECT l.attempt_id FROM (SELECT DISTINCT attempt_id FROM log_lines) l
+		JOIN attempts a ON a.id = l.attempt_id
 		WHERE a.state IN ('succeeded', 'failed', 'canceled', 'lost')
-		AND EXISTS (SELECT 1 FROM log_lines l WHERE l.attempt_id = a.id)
-		ORDER BY a.id LIMIT ?`, limit)
+		ORDER BY l.attempt_id LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list unsealed logs: %w", err)
 	}
