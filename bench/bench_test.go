@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/dray-dev/dray/internal/spec"
 )
@@ -30,6 +31,8 @@ func TestProjectsAreValid(t *testing.T) {
 		{"chain", map[string]string{"pipelines/chain.yaml": chainPipeline(100)}, 1, map[string]int{"chain": 100}},
 		{"fanout", map[string]string{"pipelines/fanout.yaml": fanoutPipeline("fanout", 100_000, 50)}, 1, map[string]int{"fanout": 1}},
 		{"validate", validateFiles(20), 20, map[string]int{"p000": 10, "p019": 10}},
+		{"first", map[string]string{"pipelines/first.yaml": firstPipeline}, 1, map[string]int{"first": 1}},
+		{"few", map[string]string{"pipelines/few.yaml": fewPipeline}, 1, map[string]int{"few": 4}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,6 +77,31 @@ func TestParseProgress(t *testing.T) {
 		if ok != tt.ok || (ok && (done != tt.done || total != tt.total)) {
 			t.Errorf("parseProgress(%q) = %d, %d, %v; want %d, %d, %v", tt.line, done, total, ok, tt.done, tt.total, tt.ok)
 		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ds := make([]time.Duration, 100)
+	for i := range ds {
+		ds[len(ds)-1-i] = time.Duration(i+1) * time.Millisecond // 100 ms … 1 ms, unsorted
+	}
+	tests := []struct {
+		p    float64
+		want time.Duration
+	}{{0.5, 50 * time.Millisecond}, {0.95, 95 * time.Millisecond}, {0.99, 99 * time.Millisecond}, {1, 100 * time.Millisecond}, {0.001, time.Millisecond}}
+	for _, tt := range tests {
+		if got := percentile(ds, tt.p); got != tt.want {
+			t.Errorf("percentile(1..100 ms, %v) = %v, want %v", tt.p, got, tt.want)
+		}
+	}
+	if got := median(ds); got != 50500*time.Microsecond {
+		t.Errorf("median(1..100 ms) = %v, want 50.5ms", got)
+	}
+	if got := median(ds[:3]); got != 99*time.Millisecond {
+		t.Errorf("median(100, 99, 98 ms) = %v, want 99ms", got)
+	}
+	if ds[0] != 100*time.Millisecond {
+		t.Error("percentile sorted its argument")
 	}
 }
 
@@ -125,4 +153,19 @@ func BenchmarkSpawnParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "spawns/s")
+}
+
+func TestParseInitTrace(t *testing.T) {
+	pkg, at, clock, ok := parseInitTrace("init github.com/santhosh-tekuri/jsonschema/v6 @41 ms, 16 ms clock, 2101864 bytes, 30342 allocs")
+	if !ok || pkg != "github.com/santhosh-tekuri/jsonschema/v6" || at != 41*time.Millisecond || clock != 16*time.Millisecond {
+		t.Errorf("parseInitTrace = %q, %v, %v, %v", pkg, at, clock, ok)
+	}
+	if _, _, clock, ok := parseInitTrace("init internal/bytealg @0.008 ms, 0.011 ms clock, 0 bytes, 0 allocs"); !ok || clock != 11*time.Microsecond {
+		t.Errorf("parseInitTrace(bytealg) = %v, %v", clock, ok)
+	}
+	for _, l := range []string{"", "dray version dev", "init x @ms, 1 ms clock"} {
+		if _, _, _, ok := parseInitTrace(l); ok {
+			t.Errorf("parseInitTrace(%q) ok", l)
+		}
+	}
 }

@@ -18,8 +18,10 @@ type result struct {
 	Verdict  string // PASS, FAIL, INFO (no target) or ERROR (could not measure)
 	Notes    []string
 	Timeline string // how the run progressed, for reading where time goes
-	Load     string // the load average at start and end
-	Err      error
+	// TimelineNote says what Timeline shows, when it is not progress lines.
+	TimelineNote string
+	Load         string // the load average at start and end
+	Err          error
 }
 
 func failed(measured string, err error) *result {

@@ -2,11 +2,16 @@
 // generates projects in temporary folders, runs the real binary on them and
 // compares what it measured with dray's targets. Every figure is reported
 // next to the cost of starting a process on the same machine in the same run
-// (the floor), since a task that runs `true` costs at least that.
+// (the floor), since a task that runs `true` costs at least that. The
+// server benchmarks run `dray server` (on SQLite, and on PostgreSQL when
+// DRAY_TEST_POSTGRES names one, as scripts/postgres prints) and measure it
+// over its HTTP API: trigger latency, task-to-task latency, start time, idle
+// memory and API latency under load.
 //
 //	go run ./bench                 # everything (about 10 minutes on 2 cores)
 //	go run ./bench -quick          # smaller sizes, a smoke test (under a minute)
 //	go run ./bench -only chain     # one benchmark (and the floor it is judged by)
+//	go run ./bench -only hop-sqlite,hop-pg   # several
 //
 // It prints a table and writes it, with the machine it ran on, to
 // bench/RESULTS.md (or -out). It exits 1 when a benchmark could not be
@@ -36,6 +41,17 @@ type sizes struct {
 	limit                            time.Duration // per dray run, 0: each benchmark's own
 	chainLimit, fanoutLimit          time.Duration
 	bigLimit, validateLimit          time.Duration
+
+	// The server benchmarks (issue 5).
+	triggers                int // triggers of a one-task pipeline
+	hopTasks, hopRuns       int // chain length and how many runs of it
+	coldStarts              int // first starts (and as many restarts)
+	idleWait                time.Duration
+	apiClients, apiRequests int
+	apiFor                  time.Duration
+
+	// The agent benchmarks (issue 6).
+	claims, agentTasks, logLines, dockerRuns int
 }
 
 var fullSizes = sizes{
@@ -46,6 +62,12 @@ var fullSizes = sizes{
 	pipelines: 200, validateRuns: 5,
 	chainLimit: 2 * time.Minute, fanoutLimit: 4 * time.Minute,
 	bigLimit: 10 * time.Minute, validateLimit: time.Minute,
+	triggers: 100,
+	hopTasks: 50, hopRuns: 4,
+	coldStarts: 10,
+	idleWait:   10 * time.Second,
+	apiClients: 100, apiRequests: 20_000, apiFor: 10 * time.Second,
+	claims: 100, agentTasks: 1000, logLines: 500_000, dockerRuns: 10,
 }
 
 // quickSizes keep the whole run under a minute, as a smoke test of the
@@ -59,6 +81,12 @@ var quickSizes = sizes{
 	pipelines: 200, validateRuns: 3,
 	chainLimit: 30 * time.Second, fanoutLimit: 30 * time.Second,
 	bigLimit: 40 * time.Second, validateLimit: 30 * time.Second,
+	triggers: 5,
+	hopTasks: 20, hopRuns: 1,
+	coldStarts: 3,
+	idleWait:   2 * time.Second,
+	apiClients: 100, apiRequests: 2000, apiFor: 2 * time.Second,
+	claims: 10, agentTasks: 200, logLines: 50_000, dockerRuns: 2,
 }
 
 func (s sizes) runLimit(own time.Duration) time.Duration {
@@ -75,6 +103,9 @@ type harness struct {
 	tmp     string
 	sz      sizes
 	verbose bool
+	// profile has the servers write a CPU profile (DRAY_CPUPROFILE), whose
+	// top functions go to the results: in full runs only.
+	profile bool
 
 	floorSeq    time.Duration // mean per sequential spawn; 0 until measured
 	floorPar    float64       // spawns per second from many goroutines; 0 until measured
@@ -97,10 +128,23 @@ var benchmarks = []benchmark{
 	{name: "fanout", needs: []string{"floor-par"}, run: (*harness).fanoutBench},
 	{name: "fanout-100k", needs: []string{"floor-par"}, run: (*harness).bigBench},
 	{name: "validate", run: (*harness).validateBench},
+	{name: "trigger-sqlite", needs: []string{"floor-seq"}, run: func(h *harness, ctx context.Context) *result { return h.triggerBench(ctx, false) }},
+	{name: "trigger-pg", needs: []string{"floor-seq"}, run: func(h *harness, ctx context.Context) *result { return h.triggerBench(ctx, true) }},
+	{name: "hop-sqlite", needs: []string{"floor-seq"}, run: func(h *harness, ctx context.Context) *result { return h.hopBench(ctx, false) }},
+	{name: "hop-pg", needs: []string{"floor-seq"}, run: func(h *harness, ctx context.Context) *result { return h.hopBench(ctx, true) }},
+	{name: "coldstart", run: func(h *harness, ctx context.Context) *result { return h.coldStartBench(ctx, false) }},
+	{name: "coldstart-pg", run: func(h *harness, ctx context.Context) *result { return h.coldStartBench(ctx, true) }},
+	{name: "idle-rss", run: (*harness).idleRSSBench},
+	{name: "api-get-sqlite", run: func(h *harness, ctx context.Context) *result { return h.apiGetBench(ctx, false) }},
+	{name: "api-get-pg", run: func(h *harness, ctx context.Context) *result { return h.apiGetBench(ctx, true) }},
+	{name: "claim-10-agents", run: (*harness).claimBench},
+	{name: "agents-fanout", needs: []string{"floor-par"}, run: (*harness).agentsFanoutBench},
+	{name: "agent-logs", run: (*harness).agentLogsBench},
+	{name: "docker-task", run: (*harness).dockerBench},
 }
 
 func main() {
-	only := flag.String("only", "", "run only this benchmark (and the floor it is judged by): "+strings.Join(names(), ", "))
+	only := flag.String("only", "", "run only these benchmarks, comma-separated (and the floors they are judged by): "+strings.Join(names(), ", "))
 	quick := flag.Bool("quick", false, "smaller sizes, for a smoke test")
 	out := flag.String("out", "", "the results file (default bench/RESULTS.md of the module)")
 	limit := flag.Duration("timeout", 0, "stop any dray run after this long (default: each benchmark's own limit)")
@@ -123,18 +167,27 @@ func names() []string {
 	return n
 }
 
-// selected returns the benchmarks to run for -only: the one named and those it needs.
+// selected returns the benchmarks to run for -only: those named (a
+// comma-separated list) and those they need, in the harness's order.
 func selected(only string) ([]benchmark, error) {
 	if only == "" {
 		return benchmarks, nil
 	}
-	i := slices.IndexFunc(benchmarks, func(b benchmark) bool { return b.name == only })
-	if i < 0 {
-		return nil, fmt.Errorf("-only %s: no such benchmark (benchmarks: %s)", only, strings.Join(names(), ", "))
+	want := map[string]bool{}
+	for _, name := range strings.Split(only, ",") {
+		name = strings.TrimSpace(name)
+		i := slices.IndexFunc(benchmarks, func(b benchmark) bool { return b.name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("-only %s: no such benchmark (benchmarks: %s)", name, strings.Join(names(), ", "))
+		}
+		want[name] = true
+		for _, n := range benchmarks[i].needs {
+			want[n] = true
+		}
 	}
 	var out []benchmark
 	for _, b := range benchmarks {
-		if b.name == only || slices.Contains(benchmarks[i].needs, b.name) {
+		if want[b.name] {
 			out = append(out, b)
 		}
 	}
@@ -179,19 +232,19 @@ func run(only string, quick bool, out, rev string, limit time.Duration, keep, ve
 	if err != nil {
 		return err
 	}
-	h := &harness{bin: bin, tmp: tmp, sz: sz, verbose: verbose}
+	h := &harness{bin: bin, tmp: tmp, sz: sz, verbose: verbose, profile: !quick}
 
 	var results []*result
 	for _, b := range todo {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		fmt.Printf("%-12s running…\n", b.name)
+		fmt.Printf("%-14s running…\n", b.name)
 		start, load := time.Now(), loadAvg()
 		r := b.run(h, ctx)
 		r.Name = b.name
 		r.Load = fmt.Sprintf("%s → %s", load, loadAvg())
-		fmt.Printf("%-12s %s  %s (%s)\n", b.name, r.Verdict, r.Figure, time.Since(start).Round(100*time.Millisecond))
+		fmt.Printf("%-14s %s  %s (%s)\n", b.name, r.Verdict, r.Figure, time.Since(start).Round(100*time.Millisecond))
 		if verbose && r.Timeline != "" {
 			fmt.Println(r.Timeline)
 		}

@@ -153,3 +153,36 @@ func writeProject(parent, name string, files map[string]string) (string, error) 
 	}
 	return dir, nil
 }
+
+// firstPipeline is one task that outputs its shell's clock, in nanoseconds
+// since 1970, as t: what a trigger starts.
+const firstPipeline = `version: 1
+name: first
+description: One task that outputs the time it ran.
+tasks:
+  - name: only
+    run: |
+      echo "::dray-output::{\"t\": \"$(date +%s%N)\"}"
+`
+
+// fewPipeline is a small run to read back: four tasks, one a for_each of
+// three items, with outputs.
+const fewPipeline = `version: 1
+name: few
+description: Four tasks, one of them a for_each of three items.
+tasks:
+  - name: extract
+    run: |
+      echo '::dray-output::{"rows": 3, "path": "data/rows.csv"}'
+  - name: shard
+    needs: [extract]
+    for_each: ${{ 0..2 }}
+    run: |
+      echo '::dray-output::{"shard": ${{ item }}}'
+  - name: enrich
+    needs: [extract]
+    run: "true"
+  - name: report
+    needs: [shard, enrich]
+    run: echo report ${{ tasks.extract.outputs.rows }}
+`

@@ -120,6 +120,11 @@ func (r *report) markdown() string {
 	b.WriteString("Written by `go run ./bench`; every run overwrites it. Each figure is measured\n")
 	b.WriteString("in the same run as the floor it is compared with: the cost of starting\n")
 	b.WriteString("`sh -c true` from Go on this machine.\n\n")
+	b.WriteString("The server benchmarks (trigger-, hop-, coldstart, idle-rss, api-get-) run `dray server`\n")
+	b.WriteString("as a process of its own, on SQLite or on a fresh schema of the PostgreSQL in\n")
+	b.WriteString("DRAY_TEST_POSTGRES (skipped without it), and drive it over loopback HTTP with a\n")
+	b.WriteString("token made by `dray token create` before it started. Their figures are absolute\n")
+	b.WriteString("times: read them with the load average next to them.\n\n")
 	cmdline := strings.TrimSpace("go run ./bench " + strings.Join(r.Args, " "))
 	fmt.Fprintf(&b, "- date: %s\n", m.Date.Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(&b, "- command: `%s`", cmdline)
@@ -144,6 +149,10 @@ func (r *report) markdown() string {
 	}
 	for _, res := range r.Results {
 		if res.Timeline == "" {
+			continue
+		}
+		if res.TimelineNote != "" {
+			fmt.Fprintf(&b, "\n## %s: details\n\n%s\n\n```\n%s\n```\n", res.Name, res.TimelineNote, res.Timeline)
 			continue
 		}
 		fmt.Fprintf(&b, "\n## %s: progress\n\nTimes are when the harness read dray's progress lines on its stdout.\n\n```\n%s\n```\n", res.Name, res.Timeline)

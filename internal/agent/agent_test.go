@@ -27,15 +27,17 @@ type fakeControl struct {
 	logs     map[int64][]store.LogLine
 	finishOK bool
 	finished chan int64
-	cancels  chan int64
+	cancels  []int64 // asked to cancel: sent with every heartbeat, as the control plane does
 }
 
 func newFake(attempts ...*engine.Attempt) *fakeControl {
 	return &fakeControl{queue: attempts, results: map[int64]engine.Result{}, logs: map[int64][]store.LogLine{},
-		finishOK: true, finished: make(chan int64, 100), cancels: make(chan int64, 10)}
+		finishOK: true, finished: make(chan int64, 100)}
 }
 
-func (f *fakeControl) Register(context.Context, control.AgentInfo) error { return nil }
+func (f *fakeControl) Register(context.Context, control.AgentInfo) ([]*engine.Attempt, error) {
+	return nil, nil
+}
 
 func (f *fakeControl) Claim(ctx context.Context, _ control.AgentInfo, slots int, wait time.Duration) ([]*engine.Attempt, error) {
 	f.mu.Lock()
@@ -54,7 +56,7 @@ func (f *fakeControl) Claim(ctx context.Context, _ control.AgentInfo, slots int,
 
 func (f *fakeControl) Started(context.Context, string, int64, []byte, time.Time) error { return nil }
 
-func (f *fakeControl) AppendLogs(_ context.Context, id int64, lines []store.LogLine) error {
+func (f *fakeControl) AgentLogs(_ context.Context, _ string, id int64, lines []store.LogLine) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.logs[id] = append(f.logs[id], lines...)
@@ -75,15 +77,15 @@ func (f *fakeControl) Finish(_ context.Context, _ control.AgentInfo, id int64, r
 	return nil, nil
 }
 
-func (f *fakeControl) Heartbeat(ctx context.Context, _ string, wait time.Duration) ([]int64, error) {
+func (f *fakeControl) Heartbeat(ctx context.Context, _ string, _ []int64, wait time.Duration) (control.Beat, error) {
 	select {
-	case id := <-f.cancels:
-		return []int64{id}, nil
 	case <-time.After(wait):
-		return nil, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return control.Beat{}, ctx.Err()
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return control.Beat{Cancel: append([]int64(nil), f.cancels...)}, nil
 }
 
 func (f *fakeControl) Deregister(context.Context, string) error { return nil }
@@ -196,7 +198,9 @@ func TestAttemptResults(t *testing.T) {
 func TestCancel(t *testing.T) {
 	f := newFake(attempt(1, &engine.Work{Run: "sleep 30"}))
 	start(t, f, nil)
-	f.cancels <- 1 // delivered by a heartbeat once the attempt runs
+	f.mu.Lock()
+	f.cancels = append(f.cancels, 1) // delivered by every heartbeat, so also once the attempt runs
+	f.mu.Unlock()
 	if r := f.wait(t, 1); r.State != engine.AttemptCanceled {
 		t.Errorf("canceled attempt: %s %q", r.State, r.Reason)
 	}

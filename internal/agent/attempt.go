@@ -24,6 +24,18 @@ const (
 	stopShutdown
 )
 
+func (r stopReason) String() string {
+	switch r {
+	case stopCanceled:
+		return "canceled"
+	case stopTimeout:
+		return "timeout"
+	case stopShutdown:
+		return "shutdown"
+	}
+	return "unknown"
+}
+
 // startedDelay is how long an attempt runs before its start is reported on
 // its own; a shorter one reports it with its result.
 const startedDelay = 50 * time.Millisecond
@@ -35,15 +47,34 @@ type run struct {
 	// startedAt is set once the executor started the attempt.
 	startedAt time.Time
 
+	// resumed is an attempt an earlier process of this agent started: the
+	// executor re-attaches to it instead of starting it.
+	resumed bool
+
 	mu     sync.Mutex
 	reason stopReason
 	stopCh chan struct{}
 }
 
+// resume re-attaches to an attempt that an earlier process of this agent
+// held, or reports it lost when its executor cannot.
+func (a *Agent) resume(ctx context.Context, at *engine.Attempt) {
+	a.launch(ctx, &run{a: a, at: at, resumed: true, stopCh: make(chan struct{})})
+}
+
 func (a *Agent) start(ctx context.Context, at *engine.Attempt) {
-	r := &run{a: a, at: at, stopCh: make(chan struct{})}
+	a.launch(ctx, &run{a: a, at: at, stopCh: make(chan struct{})})
+}
+
+func (a *Agent) launch(ctx context.Context, r *run) {
+	at := r.at
 	a.mu.Lock()
 	a.running[at.ID] = r
+	if a.draining {
+		// Claimed by a report sent just before the agent began to stop: hand
+		// it back rather than start what nobody would stop.
+		r.stop(stopShutdown)
+	}
 	a.mu.Unlock()
 	a.wg.Add(1)
 	go func() {
@@ -84,6 +115,14 @@ func (r *run) stopped() stopReason {
 	return r.reason
 }
 
+// stoppedBeforeStart is the result of an attempt stopped before it started.
+func stoppedBeforeStart(why stopReason) engine.Result {
+	if why == stopCanceled {
+		return engine.Result{State: engine.AttemptCanceled, Reason: "canceled"}
+	}
+	return engine.Result{State: engine.AttemptLost, Reason: "its agent stopped before it started"}
+}
+
 func failed(reason string) engine.Result {
 	return engine.Result{State: engine.AttemptFailed, Reason: reason}
 }
@@ -92,11 +131,32 @@ func failed(reason string) engine.Result {
 func (r *run) execute(ctx context.Context) engine.Result {
 	at, w := r.at, r.at.Work
 	log := r.a.log.With("run", at.RunID, "task", at.Task, "index", at.Index, "attempt", at.Number)
+	if r.stopped() == stopShutdown && !r.resumed {
+		return engine.Result{State: engine.AttemptLost, Reason: "its agent was stopping when it got it"}
+	}
 	ex, ok := r.a.cfg.Executors[w.ExecutorType]
+	if !ok && r.resumed {
+		// Restarted without that executor: another agent runs it again.
+		return engine.Result{State: engine.AttemptLost, Reason: fmt.Sprintf("its agent %s restarted without the %s executor", r.a.cfg.Info.ID, w.ExecutorType)}
+	}
 	if !ok {
 		return failed(fmt.Sprintf("agent %s has no %s executor", r.a.cfg.Info.ID, w.ExecutorType))
 	}
-	values, err := r.a.cfg.Secrets.Resolve(ctx, w.Secrets)
+	// Resolving secrets and starting (an image pull) end early when the
+	// attempt is stopped meanwhile: a cancel need not wait for a pull.
+	startCtx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	go func() {
+		select {
+		case <-r.stopCh:
+			cancelStart()
+		case <-startCtx.Done():
+		}
+	}()
+	values, err := r.a.cfg.Secrets.Resolve(startCtx, w.Secrets)
+	if why := r.stopped(); why != 0 {
+		return stoppedBeforeStart(why)
+	}
 	if err != nil {
 		return failed(err.Error())
 	}
@@ -104,12 +164,23 @@ func (r *run) execute(ctx context.Context) engine.Result {
 	for _, v := range values {
 		secretValues = append(secretValues, v)
 	}
-	ship := newShipper(r.a.cfg.Control, at.ID, secrets.NewMasker(secretValues...), log)
+	ship := newShipper(r.a.giveUp, r.a.cfg.Control, r.a.cfg.Info.ID, at.ID, secrets.NewMasker(secretValues...), log, r.a.spoolDir())
 	defer ship.close()
 	sp := r.spec(values)
-	h, err := ex.Start(ctx, sp, ship)
-	if err != nil {
+	var h executor.Handle
+	if r.resumed {
+		h, err = ex.Recover(startCtx, sp, at.Handle, ship)
+		if err != nil {
+			ship.close()
+			log.Info("could not re-attach to an attempt after a restart", "err", err)
+			return engine.Result{State: engine.AttemptLost, Reason: fmt.Sprintf("its agent %s restarted and could not re-attach: %v", r.a.cfg.Info.ID, err)}
+		}
+		log.Info("re-attached to an attempt after a restart")
+	} else if h, err = ex.Start(startCtx, sp, ship); err != nil {
 		ship.close()
+		if why := r.stopped(); why != 0 {
+			return stoppedBeforeStart(why)
+		}
 		return failed(err.Error())
 	}
 	start := time.Now()
@@ -133,7 +204,11 @@ func (r *run) execute(ctx context.Context) engine.Result {
 	}()
 	var timeout <-chan time.Time
 	if w.Timeout > 0 {
-		t := time.NewTimer(w.Timeout)
+		left := w.Timeout
+		if r.resumed && !at.StartedAt.IsZero() {
+			left -= time.Since(at.StartedAt)
+		}
+		t := time.NewTimer(max(left, 0))
 		defer t.Stop()
 		timeout = t.C
 	}
@@ -240,6 +315,7 @@ func (r *run) report(ctx context.Context, res engine.Result) []*engine.Attempt {
 	res.StartedAt = r.startedAt
 	ctx, cancel := context.WithTimeout(ctx, r.a.cfg.ReportTimeout)
 	defer cancel()
+	defer context.AfterFunc(r.a.giveUp, cancel)()
 	b := newBackoff()
 	for {
 		claim := 1
@@ -251,6 +327,12 @@ func (r *run) report(ctx context.Context, res engine.Result) []*engine.Attempt {
 		next, err := r.a.cfg.Control.Finish(ctx, r.a.cfg.Info, r.at.ID, res, claim)
 		if err == nil {
 			return next
+		}
+		if !Transient(err) {
+			// Not this agent's any more (declared gone and handed on), or
+			// refused: nothing to record.
+			r.a.log.Error("the control plane refused the result of an attempt", "attempt", r.at.ID, "state", res.State, "err", err)
+			return nil
 		}
 		if ctx.Err() != nil {
 			r.a.log.Error("could not report the result of an attempt", "attempt", r.at.ID, "state", res.State, "err", err)

@@ -21,28 +21,44 @@ const OutputMarker = "::dray-output::"
 // Batching of log lines.
 const (
 	batchLines = 1000
+	// batchBytes bounds the text of a batch, well under the server's 1 MiB
+	// request limit.
+	batchBytes = 512 << 10
 	batchEvery = 200 * time.Millisecond
-	// maxBuffered lines wait in memory at most; past that the task's output
-	// waits for the shipper (the task blocks on its pipe) rather than lose lines.
-	maxBuffered = 50_000
+	// maxLineBytes is the longest line shipped in one piece; a longer one is
+	// cut into lines of this size.
+	maxLineBytes = 64 << 10
+	// memLines lines wait in memory at most; past that they go to a spool
+	// file on disk (the control plane is unreachable or slow).
+	memLines = 20_000
+	// maxSpoolBytes bounds an attempt's spool file; past that (or when the
+	// disk fails) the task's output waits for the shipper: the task blocks on
+	// its pipe rather than lose lines.
+	maxSpoolBytes = 1 << 30
 )
 
 // shipper is an attempt's log sink: it masks secrets, numbers lines, ships
 // them to the control plane in batches, and collects the outputs that stdout
-// marker lines set.
+// marker lines set. Lines are numbered from 1, so the control plane stores a
+// line sent twice once, and an executor that re-reads a log from its start
+// after an agent restart (docker) adds nothing twice.
 type shipper struct {
-	ctl     Control
-	attempt int64
-	mask    *secrets.Masker
-	log     *slog.Logger
+	giveUp   context.Context // sending stops trying when it ends
+	ctl      Control
+	agent    string
+	attempt  int64
+	mask     *secrets.Masker
+	log      *slog.Logger
+	spoolDir string
 
 	mu        sync.Mutex
 	cond      *sync.Cond
-	buf       []store.LogLine
+	buf       []store.LogLine // oldest lines, shipped first
+	spool     *spool          // newer lines, once buf is full
+	spoolErr  error
 	seq       int64
 	stdoutN   int
 	closed    bool
-	flushing  bool
 	marked    map[string]json.RawMessage // outputs set by marker lines
 	outputErr error
 
@@ -51,8 +67,9 @@ type shipper struct {
 	running bool // the loop goroutine has started (at the first line)
 }
 
-func newShipper(ctl Control, attempt int64, mask *secrets.Masker, log *slog.Logger) *shipper {
-	s := &shipper{ctl: ctl, attempt: attempt, mask: mask, log: log, kick: make(chan struct{}, 1), done: make(chan struct{})}
+func newShipper(giveUp context.Context, ctl Control, agentID string, attempt int64, mask *secrets.Masker, log *slog.Logger, spoolDir string) *shipper {
+	s := &shipper{giveUp: giveUp, ctl: ctl, agent: agentID, attempt: attempt, mask: mask, log: log, spoolDir: spoolDir,
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
 	return s
 }
@@ -61,28 +78,99 @@ func newShipper(ctl Control, attempt int64, mask *secrets.Masker, log *slog.Logg
 func (s *shipper) Line(l executor.Line) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.buf) >= maxBuffered && !s.closed {
-		s.cond.Wait()
-	}
 	if l.Stream == executor.Stdout {
 		s.stdoutN++
-		if bytes.HasPrefix([]byte(l.Text), []byte(OutputMarker)) {
+		if strings.HasPrefix(l.Text, OutputMarker) {
 			s.outputLine(l.Text)
 		}
 	}
-	s.seq++
-	s.buf = append(s.buf, store.LogLine{Seq: s.seq, Time: l.Time.UTC(), Stream: l.Stream, Text: s.mask.Mask(l.Text)})
+	text := s.mask.Mask(l.Text)
+	for {
+		piece := text
+		if len(piece) > maxLineBytes {
+			piece = text[:maxLineBytes]
+		}
+		s.seq++
+		s.put(store.LogLine{Seq: s.seq, Time: l.Time.UTC(), Stream: l.Stream, Text: piece})
+		text = text[len(piece):]
+		if text == "" {
+			break
+		}
+	}
 	if !s.running {
 		// Most short tasks print nothing: ship only once there is something.
 		s.running = true
 		go s.loop()
 	}
-	if len(s.buf) >= batchLines {
+	if len(s.buf) >= batchLines || s.spool != nil {
 		select {
 		case s.kick <- struct{}{}:
 		default:
 		}
 	}
+}
+
+// put queues a line: in memory, or in the spool once memory is full (and
+// from then on until the spool is shipped, to keep the order). When the
+// spool is full or failed, it waits for the shipper.
+func (s *shipper) put(l store.LogLine) {
+	for {
+		if s.spool == nil && len(s.buf) < memLines {
+			s.buf = append(s.buf, l)
+			return
+		}
+		if s.spool == nil && s.spoolErr == nil {
+			s.spool, s.spoolErr = openSpool(s.spoolDir, s.attempt)
+			if s.spoolErr != nil {
+				s.log.Warn("cannot spool log lines to disk; the task waits for the control plane", "err", s.spoolErr)
+			} else {
+				s.log.Info("the control plane is behind: spooling log lines to disk", "file", s.spool.path)
+			}
+		}
+		if s.spool != nil && s.spool.pending < maxSpoolBytes {
+			err := s.spool.write(l)
+			if err == nil {
+				return
+			}
+			s.log.Warn("spool a log line; the task waits for the control plane", "err", err)
+			s.spool.pending = maxSpoolBytes // wait for it to drain
+		}
+		if s.closed {
+			s.buf = append(s.buf, l) // never drop: the loop is draining
+			return
+		}
+		s.cond.Wait()
+	}
+}
+
+// next takes the next batch: from memory first, then from the spool.
+func (s *shipper) next() []store.LogLine {
+	if len(s.buf) > 0 {
+		n, size := 0, 0
+		for n < len(s.buf) && n < batchLines && (size < batchBytes || n == 0) {
+			size += len(s.buf[n].Text)
+			n++
+		}
+		batch := s.buf[:n:n]
+		s.buf = s.buf[n:]
+		if len(s.buf) == 0 {
+			s.buf = nil
+		}
+		return batch
+	}
+	if s.spool == nil {
+		return nil
+	}
+	batch, err := s.spool.read(batchLines, batchBytes)
+	if err != nil {
+		s.log.Error("read log spool; its remaining lines are lost", "err", err)
+		s.spool.lines = 0
+	}
+	if s.spool.lines == 0 {
+		s.spool.close()
+		s.spool = nil
+	}
+	return batch
 }
 
 // outputLine merges one marker line's object into the outputs; the first bad
@@ -139,42 +227,54 @@ func (s *shipper) loop() {
 		case <-s.kick:
 		case <-tick.C:
 		}
-		s.mu.Lock()
-		batch := s.buf
-		s.buf = nil
-		closed := s.closed
-		s.cond.Broadcast()
-		s.mu.Unlock()
-		s.send(batch)
-		if closed {
+		for {
 			s.mu.Lock()
-			rest := s.buf
-			s.buf = nil
+			batch := s.next()
+			closed := s.closed
+			s.cond.Broadcast()
 			s.mu.Unlock()
-			s.send(rest)
-			return
+			if len(batch) == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			s.send(batch)
+			if len(batch) < batchLines && !closed {
+				break // wait for more, not for every line
+			}
 		}
 	}
 }
 
 // send ships a batch, trying again until it is taken: the control plane
-// ignores lines it has already, so a batch sent twice is stored once.
+// ignores lines it has already, so a batch sent twice is stored once. Only a
+// refusal (the attempt is not this agent's, the token was revoked), or an
+// agent that stops while the server is away, drops it.
 func (s *shipper) send(batch []store.LogLine) {
-	if len(batch) == 0 {
-		return
-	}
 	b := newBackoff()
-	ctx := context.Background()
-	for attempt := 1; ; attempt++ {
-		err := s.ctl.AppendLogs(ctx, s.attempt, batch)
+	ctx := s.giveUp
+	var firstFail time.Time
+	for {
+		if ctx.Err() != nil {
+			s.log.Error("the agent stops and the server has not taken log lines: they are lost", "lines", len(batch))
+			return
+		}
+		err := s.ctl.AgentLogs(ctx, s.agent, s.attempt, batch)
 		if err == nil {
+			if !firstFail.IsZero() {
+				s.log.Info("log lines shipped again", "after", time.Since(firstFail).Round(time.Millisecond))
+			}
 			return
 		}
-		if attempt == 30 {
-			s.log.Error("could not ship log lines; dropping them", "lines", len(batch), "err", err)
+		if !Transient(err) {
+			s.log.Error("the control plane refused log lines; dropping them", "lines", len(batch), "err", err)
 			return
 		}
-		s.log.Warn("ship log lines failed; trying again", "lines", len(batch), "err", err)
+		if firstFail.IsZero() {
+			firstFail = time.Now()
+			s.log.Warn("ship log lines failed; keeping them and trying again", "lines", len(batch), "err", err)
+		}
 		b.wait(ctx)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strings"
+	"time"
 
 	"github.com/dray-dev/dray/internal/spec"
 	"github.com/dray-dev/dray/internal/store"
@@ -70,12 +71,19 @@ func exitCode(err error) int {
 
 // env is what commands read and write besides their flags.
 type env struct {
+	// agentLease is how long an agent may be silent before its attempts are
+	// lost (dray server and dray scheduler --agent-lease; 0: the default).
+	agentLease     time.Duration
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	log            *slog.Logger
 	dir            string
 	verbose        bool
+	// db and storage are the --db and --storage flags of the commands that
+	// have them.
+	db, storage string
+	server      string // --server: the dray server to talk to (see remote.go)
 }
 
 // Main runs the dray command line and returns the exit code.
@@ -131,7 +139,9 @@ func (e *env) root() *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return badInput(err) })
 	root.PersistentFlags().StringVar(&e.dir, "dir", ".", "the project folder")
 	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log what dray does (debug logs on stderr)")
-	root.AddCommand(e.initCmd(), e.validateCmd(), e.runCmd(), e.runsCmd(), e.logsCmd(), e.retryCmd(), e.cancelCmd())
+	root.PersistentFlags().StringVar(&e.server, "server", "", "the dray server to talk to, such as http://127.0.0.1:8080 (default $DRAY_SERVER; none: the local .dray/ state)")
+	root.AddCommand(e.initCmd(), e.validateCmd(), e.runCmd(), e.triggerCmd(), e.runsCmd(), e.logsCmd(), e.retryCmd(), e.cancelCmd(),
+		e.serverCmd(), e.agentCmd(), e.agentsCmd(), e.schedulerCmd(), e.backfillCmd(), e.userCmd(), e.tokenCmd(), e.auditCmd())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}

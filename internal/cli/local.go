@@ -13,6 +13,7 @@ import (
 	"github.com/dray-dev/dray/internal/control"
 	"github.com/dray-dev/dray/internal/spec"
 	"github.com/dray-dev/dray/internal/store"
+	"github.com/dray-dev/dray/internal/store/postgres"
 	"github.com/dray-dev/dray/internal/store/sqlite"
 )
 
@@ -48,26 +49,38 @@ func (e *env) loadProject() (*spec.Project, string, error) {
 	return proj, dir, nil
 }
 
-// state is a project's local state: its store, blob storage and control service.
+// state is a project's state: its store, blob storage and control service.
 type state struct {
 	dir    string
-	store  *sqlite.Store
+	store  store.Store
 	bucket *blob.Bucket
 	svc    *control.Service
 }
 
-// openState opens the project's local state under .dray/. storage is the
-// project's storage URL (DefaultStorage when empty).
-func (e *env) openState(ctx context.Context, dir, storage string) (*state, error) {
-	path := e.getenv("DRAY_DB")
+// dbURL is the state store's URL: --db where a command has it, else DRAY_DB,
+// else the project's .dray/dray.db.
+func (e *env) dbURL() string {
+	if e.db != "" {
+		return e.db
+	}
+	return e.getenv("DRAY_DB")
+}
+
+// openStore opens the state store: PostgreSQL for a postgres:// URL, else the
+// SQLite file at the path (sqlite:// prefix optional; default
+// <dir>/.dray/dray.db).
+func (e *env) openStore(ctx context.Context, dir string) (store.Store, error) {
+	url := e.dbURL()
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		st, err := postgres.Open(ctx, url, postgres.Options{Logger: e.log})
+		if err != nil {
+			return nil, stateError(err)
+		}
+		return st, nil
+	}
+	path := strings.TrimPrefix(url, "sqlite://")
 	if path == "" {
 		path = filepath.Join(dir, StateDir, "dray.db")
-	}
-	if storage == "" {
-		storage = DefaultStorage
-	}
-	if !strings.HasPrefix(storage, "file://") {
-		return nil, badInputf("dray.yaml: storage %s: this version of dray keeps logs in file:// storage only", storage)
 	}
 	opts := sqlite.Options{}
 	opts.Sync = e.getenv("DRAY_SQLITE_SYNC")
@@ -85,12 +98,32 @@ func (e *env) openState(ctx context.Context, dir, storage string) (*state, error
 	if err != nil {
 		return nil, stateError(err)
 	}
+	return st, nil
+}
+
+// openState opens the project's state (see openStore). storage is the
+// project's storage URL (DefaultStorage when empty); --storage overrides it.
+func (e *env) openState(ctx context.Context, dir, storage string) (*state, error) {
+	if e.storage != "" {
+		storage = e.storage
+	}
+	if storage == "" {
+		storage = DefaultStorage
+	}
+	if !strings.HasPrefix(storage, "file://") && !strings.HasPrefix(storage, "mem://") {
+		return nil, badInputf("storage %s: this version of dray keeps logs in file:// storage only", storage)
+	}
+	st, err := e.openStore(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
 	bucket, err := blob.Open(ctx, storage, dir)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	svc := control.New(control.Config{Store: st, Blob: bucket, Logger: e.log, Host: control.Hostname(), OnAgentGone: reapLocal(e.log)})
+	svc := control.New(control.Config{Store: st, Blob: bucket, Logger: e.log, Host: control.Hostname(), OnAgentGone: reapLocal(e.log),
+		AgentLease: e.agentLease})
 	return &state{dir: dir, store: st, bucket: bucket, svc: svc}, nil
 }
 
@@ -103,7 +136,7 @@ func (e *env) openStateFor(ctx context.Context) (*state, error) {
 	}
 	_, errCfg := os.Stat(filepath.Join(dir, spec.ConfigFile))
 	_, errState := os.Stat(filepath.Join(dir, StateDir))
-	if errCfg != nil && errState != nil && e.getenv("DRAY_DB") == "" {
+	if errCfg != nil && errState != nil && e.dbURL() == "" {
 		return nil, badInputf("%s is not a dray project (it has no dray.yaml): use --dir, or `dray init` to make one", dir)
 	}
 	storage := ""

@@ -21,6 +21,7 @@ import (
 	"github.com/dray-dev/dray/internal/control"
 	"github.com/dray-dev/dray/internal/engine"
 	"github.com/dray-dev/dray/internal/executor"
+	"github.com/dray-dev/dray/internal/executor/docker"
 	"github.com/dray-dev/dray/internal/executor/local"
 	"github.com/dray-dev/dray/internal/secrets"
 	"github.com/dray-dev/dray/internal/spec"
@@ -33,6 +34,9 @@ import (
 type driveOptions struct {
 	json     bool
 	capacity int
+	// local runs every container task on the local Docker engine, whatever
+	// its executor profile (dray run --local).
+	local bool
 }
 
 func (o *driveOptions) flags(cmd *cobra.Command) {
@@ -48,15 +52,18 @@ func (e *env) runCmd() *cobra.Command {
 		Short: "Run a pipeline once, here, with live progress; the exit code is the run's result",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.run(cmd.Context(), args[0], params, opts)
+			return e.run(cmd.Context(), args[0], params, "", opts)
 		},
 	}
 	cmd.Flags().StringArrayVarP(&params, "param", "p", nil, "a param value, name=value (repeat for more)")
+	cmd.Flags().BoolVar(&opts.local, "local", false, "run every container task on the local Docker engine, whatever its executor profile (ecs, cloudrun, kubernetes), so a laptop run matches production")
 	opts.flags(cmd)
 	return cmd
 }
 
-func (e *env) run(ctx context.Context, name string, args []string, opts driveOptions) error {
+// run runs a pipeline in this process (`dray run`, and `dray trigger`
+// without a server); logicalDate is YYYY-MM-DD or empty for today.
+func (e *env) run(ctx context.Context, name string, args []string, logicalDate string, opts driveOptions) error {
 	proj, dir, err := e.loadProject()
 	if err != nil {
 		return err
@@ -66,10 +73,19 @@ func (e *env) run(ctx context.Context, name string, args []string, opts driveOpt
 		return err
 	}
 	execs := e.executors()
+	if opts.local {
+		if err := localContainers(plan, execs); err != nil {
+			return err
+		}
+	}
 	if err := checkExecutors(plan, execs); err != nil {
 		return err
 	}
 	params, err := spec.ParseArgs(plan.Params, args)
+	if err != nil {
+		return err
+	}
+	logical, err := logicalTime(plan, logicalDate)
 	if err != nil {
 		return err
 	}
@@ -84,7 +100,7 @@ func (e *env) run(ctx context.Context, name string, args []string, opts driveOpt
 		return stateError(err)
 	}
 	return e.drive(ctx, st, plan, proj.Config, execs, opts, func(ctx context.Context, driver string) (string, error) {
-		r, err := st.svc.Trigger(ctx, plan, control.TriggerRequest{Params: params, Trigger: "manual", Driver: driver})
+		r, err := st.svc.Trigger(ctx, plan, control.TriggerRequest{Params: params, Trigger: "manual", Driver: driver, LogicalTime: logical})
 		if err != nil {
 			return "", err
 		}
@@ -92,9 +108,36 @@ func (e *env) run(ctx context.Context, name string, args []string, opts driveOpt
 	})
 }
 
-// executors are the executors this process can run attempts with.
+// executors are the executors this process can run attempts with: local
+// processes, and containers on the Docker engine of DOCKER_HOST (or the
+// default socket; an engine that is down fails the attempts that need it,
+// with the reason).
 func (e *env) executors() map[string]executor.Executor {
-	return map[string]executor.Executor{spec.ExecLocal: local.New(local.Config{Logger: e.log})}
+	return map[string]executor.Executor{
+		spec.ExecLocal:  local.New(local.Config{Logger: e.log}),
+		spec.ExecDocker: docker.New(docker.Config{Logger: e.log}),
+	}
+}
+
+// localContainers makes the container executors of the cloud (ecs,
+// cloudrun, kubernetes) run on the local Docker engine, for `dray run
+// --local`. A task on one of them must name its image, since the image of a
+// task definition or job is not known here.
+func localContainers(plan *spec.Pipeline, execs map[string]executor.Executor) error {
+	var bad []string
+	for _, t := range plan.Tasks {
+		switch t.Executor.Type {
+		case spec.ExecECS, spec.ExecCloudRun, spec.ExecKubernetes:
+			if !t.IsContainer() && t.Executor.String("image") == "" {
+				bad = append(bad, fmt.Sprintf("  %s: %s:%d: executor %s: give the task an image to run it locally", t.Name, t.Pos.File, t.Pos.Line, t.Executor.Describe()))
+			}
+			execs[t.Executor.Type] = execs[spec.ExecDocker]
+		}
+	}
+	if len(bad) > 0 {
+		return badInputf("--local runs container tasks on the local Docker engine, and these have no image:\n%s", strings.Join(bad, "\n"))
+	}
+	return nil
 }
 
 // checkExecutors refuses a pipeline with tasks this process cannot run.
@@ -119,15 +162,24 @@ func checkExecutors(plan *spec.Pipeline, execs map[string]executor.Executor) err
 
 func (e *env) retryCmd() *cobra.Command {
 	var opts driveOptions
+	var wait bool
 	cmd := &cobra.Command{
 		Use:   "retry RUN",
-		Short: "Run a run's failed and unfinished tasks again, here, keeping what succeeded",
+		Short: "Run a run's failed and unfinished tasks again, keeping what succeeded: here, or on the server (--server)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.remote(cmd)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				return e.remoteError(c, e.retryRemote(cmd.Context(), c, args[0], wait, opts.json))
+			}
 			return e.retry(cmd.Context(), args[0], opts)
 		},
 	}
 	opts.flags(cmd)
+	cmd.Flags().BoolVar(&wait, "wait", false, "with a server: wait for the run to end; the exit code is its result (always so without a server)")
 	return cmd
 }
 
@@ -214,7 +266,7 @@ func (e *env) drive(ctx context.Context, st *state, plan *spec.Pipeline, cfg *sp
 	}
 	// Registered before the run exists, so a sweep never finds it without
 	// its driver.
-	if err := st.svc.Register(ctx, info); err != nil {
+	if _, err := st.svc.Register(ctx, info); err != nil {
 		return stateError(err)
 	}
 	runID, err := begin(ctx, info.ID)

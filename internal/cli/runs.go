@@ -4,16 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/dray-dev/dray/internal/client"
 	"github.com/dray-dev/dray/internal/control"
 	"github.com/dray-dev/dray/internal/engine"
 	"github.com/dray-dev/dray/internal/store"
 	"github.com/spf13/cobra"
 )
+
+// The commands that read and change recorded runs: `runs`, `runs show`,
+// `cancel` (and `logs`, in logs.go). Each works on the local state, or on a
+// server when --server or DRAY_SERVER names one; both print through the same
+// functions, so the output is the same.
 
 func (e *env) runsCmd() *cobra.Command {
 	var asJSON bool
@@ -32,18 +39,39 @@ func (e *env) runsCmd() *cobra.Command {
 					return badInputf("--state %s: want queued, running, succeeded, failed or canceled", s)
 				}
 			}
+			if f.Limit < 0 {
+				return badInputf("--limit %d: want 0 (all) or more", f.Limit)
+			}
+			c, err := e.remote(cmd)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				return e.remoteError(c, e.listRunsRemote(cmd.Context(), c, f, asJSON))
+			}
 			return e.listRuns(cmd.Context(), f, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the runs as a JSON list")
 	cmd.Flags().StringVar(&f.Pipeline, "pipeline", "", "only runs of this pipeline")
 	cmd.Flags().StringSliceVar(&states, "state", nil, "only runs in these states (queued, running, succeeded, failed, canceled)")
-	cmd.Flags().IntVar(&f.Limit, "limit", 20, "how many runs")
+	cmd.Flags().IntVar(&f.Limit, "limit", 20, "how many runs (0: all)")
 	show := &cobra.Command{
 		Use:   "show RUN",
 		Short: "Show a run: its tasks, states, attempts and outputs",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.remote(cmd)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				rec, err := c.Run(cmd.Context(), args[0])
+				if err != nil {
+					return e.remoteError(c, err)
+				}
+				return e.printRecord(rec, asJSON)
+			}
 			return e.showRun(cmd.Context(), args[0], asJSON)
 		},
 	}
@@ -62,6 +90,48 @@ func (e *env) listRuns(ctx context.Context, f store.RunFilter, asJSON bool) erro
 	if err != nil {
 		return stateError(err)
 	}
+	note := func(r *control.RunRecord) string {
+		if st.interrupted(ctx, r.ID) {
+			return " (interrupted: `dray retry " + r.ID + "` finishes it)"
+		}
+		return ""
+	}
+	return e.printRuns(runs, asJSON, note, "no runs yet: `dray run PIPELINE` starts one")
+}
+
+// listRunsRemote lists a server's runs, a page after another until --limit
+// (0: every run).
+func (e *env) listRunsRemote(ctx context.Context, c *client.Client, f store.RunFilter, asJSON bool) error {
+	const maxPage = 500 // the API's largest page
+	rf := client.RunFilter{Pipeline: f.Pipeline}
+	for _, s := range f.States {
+		rf.States = append(rf.States, string(s))
+	}
+	var runs []*control.RunRecord
+	for {
+		rf.Limit = maxPage
+		if f.Limit > 0 {
+			rf.Limit = min(maxPage, f.Limit-len(runs))
+		}
+		page, err := c.Runs(ctx, rf)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, page.Runs...)
+		if page.NextCursor == "" || len(page.Runs) == 0 || (f.Limit > 0 && len(runs) >= f.Limit) {
+			break
+		}
+		rf.Cursor = page.NextCursor
+	}
+	if f.Limit > 0 && len(runs) > f.Limit {
+		runs = runs[:f.Limit]
+	}
+	return e.printRuns(runs, asJSON, nil, "no runs yet: `dray trigger PIPELINE` starts one")
+}
+
+// printRuns prints a list of runs: a table, with note's text after each
+// state (when note is set), or a JSON list of records without their tasks.
+func (e *env) printRuns(runs []*control.RunRecord, asJSON bool, note func(*control.RunRecord) string, empty string) error {
 	if asJSON {
 		if runs == nil {
 			runs = []*control.RunRecord{}
@@ -72,15 +142,15 @@ func (e *env) listRuns(ctx context.Context, f store.RunFilter, asJSON bool) erro
 		return writeJSON(e.stdout, runs)
 	}
 	if len(runs) == 0 {
-		fmt.Fprintln(e.stdout, "no runs yet: `dray run PIPELINE` starts one")
+		fmt.Fprintln(e.stdout, empty)
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tPIPELINE\tSTATE\tTRIGGER\tSTARTED\tDURATION")
 	for _, r := range runs {
 		state := r.State
-		if st.interrupted(ctx, r.ID) {
-			state += " (interrupted: `dray retry " + r.ID + "` finishes it)"
+		if note != nil {
+			state += note(r)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Pipeline, state, r.Trigger, when(r.StartedAt), duration(r.StartedAt, r.EndedAt))
 	}
@@ -119,10 +189,19 @@ func (e *env) showRun(ctx context.Context, prefix string, asJSON bool) error {
 	if err != nil {
 		return err
 	}
+	return e.printRecord(rec, asJSON)
+}
+
+// printRecord prints a run record: as JSON, or as a header and a table of
+// its tasks.
+func (e *env) printRecord(rec *control.RunRecord, asJSON bool) error {
 	if asJSON {
 		return writeJSON(e.stdout, rec)
 	}
-	w := e.stdout
+	return printRunTable(e.stdout, rec)
+}
+
+func printRunTable(w io.Writer, rec *control.RunRecord) error {
 	head := fmt.Sprintf("run %s  %s  %s", rec.ID, rec.Pipeline, rec.State)
 	if rec.Reason != "" {
 		head += ": " + rec.Reason
@@ -149,6 +228,9 @@ func (e *env) showRun(ctx context.Context, prefix string, asJSON bool) error {
 			detail = clipLine(string(t.Outputs), 80)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", t.Name, t.State, t.Attempts, duration(t.StartedAt, t.EndedAt), clipLine(detail, 100))
+		if t.Waiting != "" {
+			fmt.Fprintf(tw, "  %s\n", t.Waiting)
+		}
 		shown := 0
 		for _, in := range t.Instances {
 			if in.State == string(engine.AttemptSucceeded) || in.State == string(engine.TaskPending) {
@@ -165,93 +247,6 @@ func (e *env) showRun(ctx context.Context, prefix string, asJSON bool) error {
 	return tw.Flush()
 }
 
-func (e *env) logsCmd() *cobra.Command {
-	var attempt int
-	var timestamps bool
-	cmd := &cobra.Command{
-		Use:   "logs RUN [TASK]",
-		Short: "Print the logs of a run, or of one of its tasks",
-		Args:  cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			task := ""
-			if len(args) == 2 {
-				task = args[1]
-			}
-			return e.logs(cmd.Context(), args[0], task, attempt, timestamps)
-		},
-	}
-	cmd.Flags().IntVar(&attempt, "attempt", 0, "only this attempt number (default: every attempt)")
-	cmd.Flags().BoolVarP(&timestamps, "timestamps", "t", false, "show each line's time")
-	return cmd
-}
-
-func (e *env) logs(ctx context.Context, prefix, task string, number int, timestamps bool) error {
-	st, id, err := e.openRun(ctx, prefix)
-	if err != nil {
-		return err
-	}
-	defer st.close()
-	rec, err := st.svc.Record(ctx, id)
-	if err != nil {
-		return err
-	}
-	order := map[string]int{}
-	for i, t := range rec.Tasks {
-		order[t.Name] = i
-	}
-	if _, ok := order[task]; task != "" && !ok {
-		return badInputf("run %s has no task %q", id, task)
-	}
-	atts, err := st.svc.Attempts(ctx, id, task)
-	if err != nil {
-		return err
-	}
-	sort.SliceStable(atts, func(i, j int) bool {
-		a, b := atts[i], atts[j]
-		if order[a.Task] != order[b.Task] {
-			return order[a.Task] < order[b.Task]
-		}
-		if a.Index != b.Index {
-			return a.Index < b.Index
-		}
-		return a.Number < b.Number
-	})
-	for _, a := range atts {
-		if number > 0 && a.Number != number {
-			continue
-		}
-		prefix := a.Task
-		if a.Work != nil && a.Work.Item != nil {
-			prefix = fmt.Sprintf("%s[%d]", a.Task, a.Index)
-		}
-		if a.Number > 1 {
-			prefix += fmt.Sprintf("#%d", a.Number)
-		}
-		var after int64
-		for {
-			lines, err := st.svc.Logs(ctx, a.ID, after, 5000)
-			if err != nil {
-				return err
-			}
-			for _, l := range lines {
-				stamp := ""
-				if timestamps {
-					stamp = l.Time.Local().Format("15:04:05.000 ")
-				}
-				fmt.Fprintf(e.stdout, "%s%s | %s\n", stamp, prefix, l.Text)
-				after = l.Seq
-			}
-			if len(lines) < 5000 {
-				break
-			}
-		}
-		if a.State.Final() && a.State != engine.AttemptSucceeded {
-			fmt.Fprintf(e.stdout, "%s | -- attempt %d %s: %s\n", prefix, a.Number, a.State, a.Reason)
-		}
-	}
-	return nil
-}
-
 func (e *env) cancelCmd() *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
@@ -260,6 +255,18 @@ func (e *env) cancelCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			c, err := e.remote(cmd)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				rec, err := c.Cancel(ctx, args[0], force)
+				if err != nil {
+					return e.remoteError(c, err)
+				}
+				fmt.Fprintf(e.stdout, "run %s: cancel requested\n", rec.ID)
+				return nil
+			}
 			st, id, err := e.openRun(ctx, args[0])
 			if err != nil {
 				return err

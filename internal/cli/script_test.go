@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dray-dev/dray/internal/dockertest"
+
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -23,15 +25,23 @@ func TestMain(m *testing.M) {
 // TestScripts runs the scripts in testdata/script against the real dray
 // binary (the test binary, started as "dray").
 func TestScripts(t *testing.T) {
+	// Scripts run container tasks with a busybox image built here.
+	dockertest.Require(t)
+	busybox := dockertest.BusyboxImage(t)
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("NO_COLOR", "1")
+			env.Setenv("BUSYBOX", busybox)
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exitcode": cmdExitCode,
-			"waitfile": cmdWaitFile,
+			"exitcode":  cmdExitCode,
+			"waitfile":  cmdWaitFile,
+			"envfile":   cmdEnvFile,
+			"waitmatch": cmdWaitMatch,
+			"until":     cmdUntil,
+			"envsubst":  cmdEnvSubst,
 		},
 	})
 }
@@ -85,7 +95,7 @@ func fileExists(p string) bool {
 // envOf returns the script's environment for a command it starts.
 func envOf(ts *testscript.TestScript) []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "TMPDIR", "WORK", "NO_COLOR", "DRAY_SECRET_PASSWORD", "DRAY_SQLITE_BUSY_TIMEOUT", "GOCOVERDIR"} {
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "WORK", "NO_COLOR", "DRAY_SECRET_PASSWORD", "DRAY_SQLITE_BUSY_TIMEOUT", "GOCOVERDIR", "DRAY_SERVER", "DRAY_TOKEN", "DOCKER_HOST"} {
 		if v := ts.Getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -23,12 +24,16 @@ type AgentInfo struct {
 	Capacity  int
 	// RunID limits the agent to one run's attempts (the agent of `dray run`).
 	RunID string
+	// Token is the id of the API token a remote agent registers with; its
+	// later calls must come with the same token. Empty in process.
+	Token string
 }
 
 // Agent states.
 const (
 	AgentActive   = "active"
-	AgentCordoned = "cordoned"
+	AgentCordoned = "cordoned" // claims nothing more
+	AgentDraining = "draining" // claims nothing more, and stops once its attempts end
 	AgentStopped  = "stopped"
 )
 
@@ -36,15 +41,43 @@ const (
 // attempts were handed to others, so it must register again.
 var ErrAgentStopped = errors.New("agent was declared stopped")
 
-// Register records an agent as active.
-func (s *Service) Register(ctx context.Context, info AgentInfo) error {
+// ErrOtherToken is returned for a call about an agent that another token
+// registered (and, for a register, that is live).
+var ErrOtherToken = errors.New("the agent was registered with another token")
+
+// Register records an agent as active and returns the attempts that its id
+// still holds (claimed or running): an agent restarted with the same identity
+// re-attaches to them with its executors, or reports them lost, so nothing runs
+// twice and nothing is left claimed under the new process's heartbeats. The
+// agent is active: a cordon or drain lasts until the agent stops.
+func (s *Service) Register(ctx context.Context, info AgentInfo) ([]*engine.Attempt, error) {
 	now := s.now()
-	return s.store.Update(ctx, func(tx store.Tx) error {
-		return tx.PutAgent(ctx, &store.Agent{
+	var held []*engine.Attempt
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		old, err := tx.Agent(ctx, info.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		case old.Token != info.Token && old.State != AgentStopped && now.Sub(lastSeen(old, s.since)) <= s.cfg.AgentLease:
+			// Another token's agent (or the server's own) is live under
+			// this name: it cannot be taken over.
+			return fmt.Errorf("agent %s is live (last heard %s ago from %s): %w; give this agent another name",
+				info.ID, now.Sub(old.HeartbeatAt).Round(time.Second), old.Host, ErrOtherToken)
+		}
+		held, err = tx.Attempts(ctx, store.AttemptFilter{Agent: info.ID, States: []engine.AttemptState{engine.AttemptClaimed, engine.AttemptRunning}})
+		if err != nil {
+			return err
+		}
+		return tx.PutAgent(ctx, &store.Agent{Token: info.Token,
 			ID: info.ID, Host: info.Host, PID: info.PID, Labels: info.Labels, Executors: info.Executors,
 			Version: info.Version, Capacity: info.Capacity, StartedAt: now, HeartbeatAt: now, State: AgentActive,
 		})
 	})
+	if err != nil {
+		return nil, fmt.Errorf("register agent %s: %w", info.ID, err)
+	}
+	return held, nil
 }
 
 // Claim claims up to slots attempts for an agent. When none is claimable it
@@ -97,7 +130,7 @@ func (s *Service) claim(ctx context.Context, tx store.Tx, info AgentInfo, slots 
 	switch ag.State {
 	case AgentStopped:
 		return nil, fmt.Errorf("agent %s: %w", info.ID, ErrAgentStopped)
-	case AgentCordoned:
+	case AgentCordoned, AgentDraining:
 		return nil, nil
 	}
 	got, err := tx.Claim(ctx, store.Claim{Agent: info.ID, Labels: ag.Labels, Executors: ag.Executors, RunID: info.RunID, Limit: slots, Now: now})
@@ -156,14 +189,53 @@ func (s *Service) agentAttempt(ctx context.Context, tx store.Tx, agentID string,
 	return a, nil
 }
 
+// CheckToken refuses a call about an agent with a token other than the one it
+// registered with: one agent's token cannot act for another agent.
+func (s *Service) CheckToken(ctx context.Context, agentID, token string) error {
+	return s.store.View(ctx, func(tx store.Tx) error {
+		ag, err := tx.Agent(ctx, agentID)
+		if err != nil {
+			return fmt.Errorf("agent %s: %w (it must register first)", agentID, err)
+		}
+		if ag.Token != token {
+			return fmt.Errorf("agent %s: %w", agentID, ErrOtherToken)
+		}
+		return nil
+	})
+}
+
+// AgentLease is how long an agent may go without a heartbeat before it is
+// declared gone.
+func (s *Service) AgentLease() time.Duration { return s.cfg.AgentLease }
+
+// AgentLogs is AppendLogs for a remote agent: the attempt must be one it was
+// given.
+func (s *Service) AgentLogs(ctx context.Context, agentID string, attemptID int64, lines []store.LogLine) error {
+	return s.appendLogs(ctx, agentID, attemptID, lines)
+}
+
 // AppendLogs records log lines of an attempt; lines already recorded (by Seq)
 // are ignored, so a batch may be sent again.
 func (s *Service) AppendLogs(ctx context.Context, attemptID int64, lines []store.LogLine) error {
+	return s.appendLogs(ctx, "", attemptID, lines)
+}
+
+// appendLogs records log lines, in the transaction that checks, for a
+// remote agent (agentID set), that the attempt is its own.
+func (s *Service) appendLogs(ctx context.Context, agentID string, attemptID int64, lines []store.LogLine) error {
 	if len(lines) == 0 {
 		return nil
 	}
-	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.AppendLogs(ctx, attemptID, lines) }); err != nil {
-		return err
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		if agentID != "" {
+			if _, err := s.agentAttempt(ctx, tx, agentID, attemptID); err != nil {
+				return err
+			}
+		}
+		return tx.AppendLogs(ctx, attemptID, lines)
+	})
+	if err != nil {
+		return fmt.Errorf("append logs of attempt %d: %w", attemptID, err)
 	}
 	s.loggedMu.Lock()
 	s.logged[attemptID] = true
@@ -209,38 +281,63 @@ func (s *Service) finish(ctx context.Context, tx store.Tx, agentID string, attem
 	return s.advance(ctx, tx, a.RunID, false, out, func(e *engine.Engine) (*engine.Step, error) { return e.Finish(a, res) })
 }
 
+// Beat is the control plane's answer to a heartbeat.
+type Beat struct {
+	// Cancel lists the agent's attempts it must stop.
+	Cancel []int64
+	// Drain asks the agent to claim nothing more, finish what it runs and
+	// stop (an admin drains it).
+	Drain bool
+}
+
+// ClaimGrace is how long an attempt may be claimed by an agent that does not
+// list it as running in its heartbeats before it is recorded lost: the
+// answer to the claim was lost on the way (a network cut), so the agent never
+// started it.
+const ClaimGrace = 10 * time.Second
+
 // Heartbeat records that an agent is alive and returns which of its attempts
-// it must stop. When there is none it waits up to wait for a cancel (a long
-// poll), so a cancel reaches the agent at once.
-func (s *Service) Heartbeat(ctx context.Context, agentID string, wait time.Duration) ([]int64, error) {
+// it must stop and whether it must drain. When there is nothing to stop it
+// waits up to wait for a cancel or a drain (a long poll), so either reaches
+// the agent at once. running lists the attempts the agent runs (nil: not
+// said); an attempt it holds but does not run, claimed over ClaimGrace ago,
+// is lost and retried.
+func (s *Service) Heartbeat(ctx context.Context, agentID string, running []int64, wait time.Duration) (Beat, error) {
+	// However long the agent asks to wait, it beats often enough for its lease.
+	wait = min(wait, s.cfg.AgentLease/3)
+	// running is as of when the agent sent it: judge claims against then.
+	arrived := s.now()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	beat := true
+	first := true
 	for {
 		_, cancels := s.signals()
-		ids, err := s.heartbeatOnce(ctx, agentID, beat)
-		beat = false
-		if err != nil || len(ids) > 0 || wait <= 0 {
-			return ids, err
+		beat, err := s.heartbeatOnce(ctx, agentID, first, running, arrived)
+		// A drain in force since before the call does not end the wait,
+		// or a draining agent would spin; one that came while waiting does.
+		if err != nil || len(beat.Cancel) > 0 || (beat.Drain && !first) || wait <= 0 {
+			return beat, err
 		}
+		first = false
 		select {
 		case <-cancels:
 		case <-timer.C:
-			return nil, nil
+			return beat, nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return Beat{}, ctx.Err()
 		}
 	}
 }
 
-func (s *Service) heartbeatOnce(ctx context.Context, agentID string, beat bool) ([]int64, error) {
-	var ids []int64
+func (s *Service) heartbeatOnce(ctx context.Context, agentID string, beat bool, running []int64, arrived time.Time) (Beat, error) {
+	var out Beat
+	var ch changes
 	read := s.store.View
 	if beat {
 		read = s.store.Update
 	}
 	err := read(ctx, func(tx store.Tx) error {
-		ids = nil
+		out, ch = Beat{}, changes{}
 		ag, err := tx.Agent(ctx, agentID)
 		if err != nil {
 			return fmt.Errorf("heartbeat of agent %s: %w", agentID, err)
@@ -248,8 +345,10 @@ func (s *Service) heartbeatOnce(ctx context.Context, agentID string, beat bool) 
 		if ag.State == AgentStopped {
 			return fmt.Errorf("agent %s: %w", agentID, ErrAgentStopped)
 		}
+		out.Drain = ag.State == AgentDraining
+		now := s.now()
 		if beat {
-			ag.HeartbeatAt = s.now()
+			ag.HeartbeatAt = now
 			if err := tx.PutAgent(ctx, ag); err != nil {
 				return err
 			}
@@ -259,13 +358,53 @@ func (s *Service) heartbeatOnce(ctx context.Context, agentID string, beat bool) 
 			return err
 		}
 		for _, a := range mine {
+			if beat && running != nil && !slices.Contains(running, a.ID) && arrived.Sub(a.ClaimedAt) > ClaimGrace {
+				res := engine.Result{State: engine.AttemptLost, Reason: "its agent " + agentID + " never got it (the answer to its claim was lost)"}
+				if err := s.finish(ctx, tx, "", a.ID, res, &ch); err != nil {
+					return err
+				}
+				continue
+			}
 			if a.CancelRequested {
-				ids = append(ids, a.ID)
+				out.Cancel = append(out.Cancel, a.ID)
 			}
 		}
 		return nil
 	})
-	return ids, err
+	if err == nil {
+		s.after(ch)
+	}
+	return out, err
+}
+
+// SetAgentState cordons an agent (it claims nothing more), drains it (it
+// also finishes what it runs and stops) or makes it active again, and wakes
+// its heartbeat so it hears at once.
+func (s *Service) SetAgentState(ctx context.Context, agentID, state string) (*store.Agent, error) {
+	if state != AgentActive && state != AgentCordoned && state != AgentDraining {
+		return nil, fmt.Errorf("agent state %q: want active, cordoned or draining", state)
+	}
+	var ag *store.Agent
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		var err error
+		ag, err = tx.Agent(ctx, agentID)
+		if err != nil {
+			return err
+		}
+		if ag.State == AgentStopped {
+			return fmt.Errorf("agent %s has stopped: %w", agentID, store.ErrConflict)
+		}
+		ag.State = state
+		if err := tx.PutAgent(ctx, ag); err != nil {
+			return err
+		}
+		return s.notify(ctx, tx, eventCancel)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.wake(state == AgentActive, true)
+	return ag, nil
 }
 
 // Deregister marks an agent stopped. Attempts it still holds are lost, and
@@ -298,7 +437,7 @@ func (s *Service) Sweep(ctx context.Context) error {
 		case local:
 			// Its process is alive (perhaps stopped with Ctrl-Z): not gone.
 			continue
-		case now.Sub(ag.HeartbeatAt) > s.cfg.AgentLease:
+		case now.Sub(lastSeen(ag, s.since)) > s.cfg.AgentLease:
 			why = fmt.Sprintf("agent %s stopped heartbeating %s ago", ag.ID, now.Sub(ag.HeartbeatAt).Round(time.Second))
 		default:
 			continue
@@ -327,7 +466,44 @@ func (s *Service) Sweep(ctx context.Context) error {
 			return err
 		}
 	}
-	return s.abandonOrphans(ctx)
+	if err := s.abandonOrphans(ctx); err != nil {
+		return err
+	}
+	return s.stopLeftovers(ctx, agents)
+}
+
+// stopLeftovers finishes what stopped agents still hold: a sweep that died
+// between marking an agent stopped and stopping its attempts (the steps are
+// transactions of their own) leaves them to the next sweep.
+func (s *Service) stopLeftovers(ctx context.Context, agents []*store.Agent) error {
+	stopped := map[string]bool{}
+	for _, ag := range agents {
+		if ag.State == AgentStopped {
+			stopped[ag.ID] = true
+		}
+	}
+	if len(stopped) == 0 {
+		return nil
+	}
+	var held []*engine.Attempt
+	if err := s.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		held, err = tx.Attempts(ctx, store.AttemptFilter{States: []engine.AttemptState{engine.AttemptClaimed, engine.AttemptRunning}})
+		return err
+	}); err != nil {
+		return err
+	}
+	done := map[string]bool{}
+	for _, a := range held {
+		if !stopped[a.Agent] || done[a.Agent] {
+			continue
+		}
+		done[a.Agent] = true
+		if err := s.stopAgent(ctx, a.Agent, "its agent "+a.Agent+" is gone"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // markStopped records that an agent is gone.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -88,7 +89,7 @@ func pipeline(t *testing.T, name, src string) *spec.Pipeline {
 func (f *fixture) agent(id string) AgentInfo {
 	f.t.Helper()
 	info := AgentInfo{ID: id, Host: "elsewhere", Executors: []string{spec.ExecLocal}, Capacity: 100}
-	if err := f.svc.Register(f.ctx, info); err != nil {
+	if _, err := f.svc.Register(f.ctx, info); err != nil {
 		f.t.Fatal(err)
 	}
 	return info
@@ -267,7 +268,7 @@ func TestDeadAgentsAttemptsAreRetried(t *testing.T) {
 		t.Fatal("no claim")
 	}
 	f.clock.add(20 * time.Second)
-	if _, err := f.svc.Heartbeat(f.ctx, alive.ID, 0); err != nil {
+	if _, err := f.svc.Heartbeat(f.ctx, alive.ID, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.add(20 * time.Second) // dead: 40s silent; alive: 20s
@@ -455,5 +456,181 @@ func TestLogsAreSealed(t *testing.T) {
 				t.Fatalf("logs = %v, %v", got, err)
 			}
 		})
+	}
+}
+
+// A sweep that died after it marked an agent stopped but before it stopped
+// the agent's attempts (separate transactions) leaves them to the next
+// sweep, which loses and retries them: none stays running forever.
+func TestSweepFinishesAnInterruptedSweep(t *testing.T) {
+	f := newFixture(t, sqlite.Options{})
+	p := pipeline(t, "p", "version: 1\ntasks: [{name: a, run: 'true'}]\n")
+	r := f.trigger(p, TriggerRequest{})
+	half, other := f.agent("half"), f.agent("other")
+	if got := f.claim(half, 1); len(got) != 1 {
+		t.Fatal("no claim")
+	}
+	// What the interrupted sweep did: mark the agent stopped, nothing more.
+	if err := f.svc.markStopped(f.ctx, half.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.Sweep(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	atts, _ := f.svc.Attempts(f.ctx, r.ID, "a")
+	if len(atts) != 2 || atts[0].State != engine.AttemptLost || atts[0].Reason != "its agent half is gone" {
+		t.Fatalf("attempts after the sweep: %+v", atts)
+	}
+	f.clock.add(20 * time.Second) // the retry delay
+	if _, err := f.svc.Heartbeat(f.ctx, other.ID, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Tick(f.ctx)
+	second := f.claim(other, 1)
+	if len(second) != 1 || second[0].Number != 2 {
+		t.Fatalf("the retry was not claimed: %v", second)
+	}
+	f.finish(other, second[0], ok)
+	if f.run(r.ID).State != engine.RunSucceeded {
+		t.Errorf("run = %s", f.run(r.ID).State)
+	}
+}
+
+// An agent that registers again with the same id (an agent or a server
+// restarted with the same identity) is given what its id still holds, to
+// re-attach to or report lost. A cordoned agent claims nothing, a draining one
+// hears so in its heartbeats, and one that registers again is active.
+func TestRegisterAgainReturnsWhatTheIDHeld(t *testing.T) {
+	f := newFixture(t, sqlite.Options{})
+	p := pipeline(t, "p", "version: 1\ntasks: [{name: a, run: 'true'}, {name: b, run: 'true'}]\n")
+	r := f.trigger(p, TriggerRequest{})
+	ag := f.agent("server-host-1")
+	got := f.claim(ag, 2)
+	if len(got) != 2 {
+		t.Fatal("no claim")
+	}
+	if err := f.svc.Started(f.ctx, ag.ID, got[0].ID, []byte(`{"container":"c1"}`), f.clock.now()); err != nil {
+		t.Fatal(err)
+	}
+	held, err := f.svc.Register(f.ctx, ag) // the restarted process
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(held) != 2 || held[0].ID != got[0].ID || string(held[0].Handle) != `{"container":"c1"}` || held[0].State != engine.AttemptRunning {
+		t.Fatalf("held after the second register: %+v", held)
+	}
+	// It re-attached to the first and could not to the second.
+	if _, err := f.svc.Finish(f.ctx, ag, held[1].ID, engine.Result{State: engine.AttemptLost, Reason: "could not re-attach"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.finish(ag, held[0], ok)
+	f.clock.add(20 * time.Second) // the retry delay
+	if _, err := f.svc.Heartbeat(f.ctx, ag.ID, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Tick(f.ctx)
+	again := f.claim(ag, 1)
+	if len(again) != 1 || again[0].Number != 2 {
+		t.Fatalf("the retry was not claimed: %v", again)
+	}
+	f.finish(ag, again[0], ok)
+	if f.run(r.ID).State != engine.RunSucceeded {
+		t.Errorf("run = %s", f.run(r.ID).State)
+	}
+
+	if _, err := f.svc.SetAgentState(f.ctx, ag.ID, AgentCordoned); err != nil {
+		t.Fatal(err)
+	}
+	if beat, err := f.svc.Heartbeat(f.ctx, ag.ID, nil, 0); err != nil || beat.Drain {
+		t.Fatalf("beat of a cordoned agent: %+v %v", beat, err)
+	}
+	f.trigger(p, TriggerRequest{})
+	if got := f.claim(ag, 2); len(got) != 0 {
+		t.Fatalf("a cordoned agent claimed %d attempts", len(got))
+	}
+	if _, err := f.svc.SetAgentState(f.ctx, ag.ID, AgentDraining); err != nil {
+		t.Fatal(err)
+	}
+	if beat, err := f.svc.Heartbeat(f.ctx, ag.ID, nil, 0); err != nil || !beat.Drain {
+		t.Fatalf("beat of a draining agent: %+v %v", beat, err)
+	}
+	f.agent(ag.ID) // a restart
+	if got := f.claim(ag, 2); len(got) != 2 {
+		t.Fatalf("a restarted agent claimed %d attempts, want 2", len(got))
+	}
+	if _, err := f.svc.SetAgentState(f.ctx, ag.ID, "sleeping"); err == nil {
+		t.Error("a bad agent state was taken")
+	}
+}
+
+// An attempt whose claim never reached its agent (the answer was lost in a
+// network cut) is recorded lost once the agent's heartbeats have not listed
+// it for ClaimGrace, and retried.
+func TestClaimLostOnTheWay(t *testing.T) {
+	f := newFixture(t, sqlite.Options{})
+	p := pipeline(t, "p", "version: 1\ntasks: [{name: a, run: 'true'}, {name: b, run: 'true'}]\n")
+	r := f.trigger(p, TriggerRequest{})
+	ag := f.agent("remote-1")
+	got := f.claim(ag, 2)
+	if len(got) != 2 {
+		t.Fatal("no claim")
+	}
+	// Within the grace, an attempt not listed yet is being started.
+	if _, err := f.svc.Heartbeat(f.ctx, ag.ID, []int64{got[0].ID}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if atts, _ := f.svc.Attempts(f.ctx, r.ID, "b"); atts[0].State != engine.AttemptClaimed {
+		t.Fatalf("b within the grace: %s", atts[0].State)
+	}
+	f.clock.add(ClaimGrace + time.Second)
+	if _, err := f.svc.Heartbeat(f.ctx, ag.ID, []int64{got[0].ID}, 0); err != nil {
+		t.Fatal(err)
+	}
+	atts, _ := f.svc.Attempts(f.ctx, r.ID, "b")
+	if atts[0].State != engine.AttemptLost || !strings.Contains(atts[0].Reason, "never got it") {
+		t.Fatalf("b after the grace: %s %q", atts[0].State, atts[0].Reason)
+	}
+	if a, _ := f.svc.Attempts(f.ctx, r.ID, "a"); a[0].State != engine.AttemptClaimed {
+		t.Errorf("a, which the agent runs: %s", a[0].State)
+	}
+	// A heartbeat that does not say what runs changes nothing.
+	f.clock.add(ClaimGrace + time.Second)
+	if _, err := f.svc.Heartbeat(f.ctx, ag.ID, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := f.svc.Attempts(f.ctx, r.ID, "a"); a[0].State != engine.AttemptClaimed {
+		t.Errorf("a after a heartbeat without a list: %s", a[0].State)
+	}
+}
+
+// A control plane that was down itself does not count its downtime against
+// the agents: after a restart, an agent is given its whole lease from the
+// restart to heartbeat again.
+func TestSweepAfterControlPlaneDowntime(t *testing.T) {
+	f := newFixture(t, sqlite.Options{})
+	p := pipeline(t, "p", "version: 1\ntasks: [{name: a, run: 'true'}]\n")
+	r := f.trigger(p, TriggerRequest{})
+	ag := f.agent("remote-1")
+	f.claim(ag, 1)
+	f.clock.add(45 * time.Second) // the server was down for longer than the lease
+	bucket, err := blob.Open(f.ctx, "mem://", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Close()
+	f.svc = New(Config{Store: f.store, Blob: bucket, Now: f.clock.now, AgentLease: 30 * time.Second})
+	t.Cleanup(f.svc.Close)
+	if err := f.svc.Sweep(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if atts, _ := f.svc.Attempts(f.ctx, r.ID, "a"); atts[0].State != engine.AttemptClaimed {
+		t.Fatalf("after the restart, the attempt of a silent agent is %s", atts[0].State)
+	}
+	f.clock.add(31 * time.Second) // and then silent for a whole lease
+	if err := f.svc.Sweep(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if atts, _ := f.svc.Attempts(f.ctx, r.ID, "a"); atts[0].State != engine.AttemptLost {
+		t.Fatalf("a lease after the restart: %s", atts[0].State)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dray-dev/dray/internal/engine"
@@ -31,12 +33,15 @@ type RunRecord struct {
 // object for an ordinary task, a list in item order for a for_each task,
 // null while the task has not ended. Instances is set for for_each tasks only.
 type TaskRecord struct {
-	Name      string           `json:"name"`
-	State     string           `json:"state"`
-	Reason    string           `json:"reason"`
-	Attempts  int              `json:"attempts"`
-	Outputs   json.RawMessage  `json:"outputs"`
-	Warnings  []string         `json:"warnings,omitempty"`
+	Name     string          `json:"name"`
+	State    string          `json:"state"`
+	Reason   string          `json:"reason"`
+	Attempts int             `json:"attempts"`
+	Outputs  json.RawMessage `json:"outputs"`
+	Warnings []string        `json:"warnings,omitempty"`
+	// Waiting says why a queued attempt of the task is not claimed: which
+	// labels or executor no live agent offers.
+	Waiting   string           `json:"waiting,omitempty"`
 	StartedAt *time.Time       `json:"started_at"`
 	EndedAt   *time.Time       `json:"ended_at"`
 	Instances []InstanceRecord `json:"instances,omitzero"`
@@ -115,6 +120,7 @@ func (s *Service) record(ctx context.Context, tx store.Tx, runID string, withIns
 		return nil, err
 	}
 	now := s.now()
+	var agents []*store.Agent // read when a queued attempt needs them
 	for _, st := range plan.Tasks {
 		t := rows[st.Name]
 		tr := TaskRecord{Name: st.Name, State: string(engine.TaskPending)}
@@ -126,6 +132,15 @@ func (s *Service) record(ctx context.Context, tx store.Tx, runID string, withIns
 		tr.Attempts = len(own) + counts[st.Name]
 		for _, a := range own {
 			tr.Warnings = append(tr.Warnings, a.Warnings...)
+			if a.State != engine.AttemptQueued || tr.Waiting != "" {
+				continue
+			}
+			if agents == nil {
+				if agents, err = tx.Agents(ctx); err != nil {
+					return nil, err
+				}
+			}
+			tr.Waiting = whyUnclaimed(a, agents, now, s.since, s.cfg.AgentLease)
 		}
 		if t != nil && t.Items > 0 {
 			tr.Items = t.Items
@@ -225,4 +240,77 @@ func (s *Service) Run(ctx context.Context, runID string) (*engine.Run, error) {
 		return err
 	})
 	return r, err
+}
+
+// whyUnclaimed says why no live agent can claim a queued attempt, or "" when
+// one can (it may be busy). An attempt's labels must be a subset of an
+// agent's, and the agent must offer the attempt's executor. An agent is live
+// when it heartbeated within the lease (counted from since at the earliest:
+// when the control plane started).
+func whyUnclaimed(a *engine.Attempt, agents []*store.Agent, now, since time.Time, lease time.Duration) string {
+	var live, idle []*store.Agent
+	for _, ag := range agents {
+		if ag.State == AgentStopped || now.Sub(lastSeen(ag, since)) > lease {
+			continue
+		}
+		if ag.State == AgentActive {
+			live = append(live, ag)
+		} else {
+			idle = append(idle, ag)
+		}
+	}
+	fits := func(ag *store.Agent) (missing []string, hasExec bool) {
+		for _, l := range a.Labels {
+			if !slices.Contains(ag.Labels, l) {
+				missing = append(missing, l)
+			}
+		}
+		return missing, slices.Contains(ag.Executors, a.Executor)
+	}
+	for _, ag := range live {
+		if missing, ok := fits(ag); ok && len(missing) == 0 {
+			return ""
+		}
+	}
+	var held []string
+	for _, ag := range idle {
+		if missing, ok := fits(ag); ok && len(missing) == 0 {
+			held = append(held, ag.ID+" ("+ag.State+")")
+		}
+	}
+	want := "executor " + a.Executor
+	if len(a.Labels) > 0 {
+		want += " with labels " + strings.Join(a.Labels, ", ")
+	}
+	if len(held) > 0 {
+		return fmt.Sprintf("waiting for an agent: it needs %s, which only %s offer", want, strings.Join(held, ", "))
+	}
+	if len(live) == 0 {
+		return fmt.Sprintf("waiting for an agent: it needs %s, and no agent is live (start one with `dray agent`)", want)
+	}
+	var offers []string
+	for _, ag := range live {
+		missing, hasExec := fits(ag)
+		var lacks []string
+		if !hasExec {
+			lacks = append(lacks, "executor "+a.Executor)
+		}
+		if len(missing) > 0 {
+			lacks = append(lacks, "label "+strings.Join(missing, ", "))
+		}
+		offers = append(offers, ag.ID+" lacks "+strings.Join(lacks, " and "))
+		if len(offers) == 5 {
+			offers = append(offers, fmt.Sprintf("%d more", len(live)-5))
+			break
+		}
+	}
+	return fmt.Sprintf("waiting for an agent: it needs %s, which no live agent offers (%s)", want, strings.Join(offers, "; "))
+}
+
+// lastSeen is when an agent was last heard of, counting no earlier than since.
+func lastSeen(ag *store.Agent, since time.Time) time.Time {
+	if ag.HeartbeatAt.Before(since) {
+		return since
+	}
+	return ag.HeartbeatAt
 }

@@ -27,7 +27,15 @@ type TriggerRequest struct {
 	// run`); the run is abandoned when that agent is gone. Empty for a run
 	// any agent may take.
 	Driver string
+	// Once records the run's pipeline and logical time (store.Tx.MarkFired)
+	// and fails with ErrFired when a run was recorded for them already: how a
+	// schedule fires exactly once however many schedulers try.
+	Once bool
 }
+
+// ErrFired is returned by Trigger with Once for a logical time that has its
+// run already.
+var ErrFired = errors.New("a run for this logical time exists already")
 
 // Trigger creates a run of a pipeline and starts it, unless the pipeline's
 // max_active_runs makes it wait in the queue. Bad params return a
@@ -67,6 +75,15 @@ func (s *Service) Trigger(ctx context.Context, p *spec.Pipeline, req TriggerRequ
 		out = changes{}
 		if err := tx.PutSpec(ctx, p.Hash, p.Sources); err != nil {
 			return err
+		}
+		if req.Once {
+			ok, err := tx.MarkFired(ctx, p.Name, r.LogicalTime, r.ID)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return ErrFired
+			}
 		}
 		if err := tx.InsertRun(ctx, r); err != nil {
 			return err
@@ -245,12 +262,18 @@ func (s *Service) apply(ctx context.Context, tx store.Tx, plan *spec.Pipeline, r
 		case a.State == engine.AttemptQueued:
 			out.queued = true
 			out.queuedN++
+			if err := s.notify(ctx, tx, eventQueued); err != nil {
+				return err
+			}
 		case a.State == engine.AttemptPending && !a.NotBefore.After(now):
 			admit = true
 		case a.State == engine.AttemptPending:
 			out.timers = true
 		case a.CancelRequested && !a.State.Final():
 			out.cancels = true
+			if err := s.notify(ctx, tx, eventCancel); err != nil {
+				return err
+			}
 		case a.State.Final():
 			out.ended = append(out.ended, a.ID)
 			admit = admit || a.Pool != "" || plan.Concurrency > 0
@@ -335,6 +358,9 @@ func (s *Service) admit(ctx context.Context, tx store.Tx, now time.Time, out *ch
 			active["pipeline:"+a.Pipeline]++
 		}
 		out.queued = true
+		if err := s.notify(ctx, tx, eventQueued); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -40,7 +40,12 @@ type Config struct {
 
 // Service is the control plane over one store.
 type Service struct {
-	cfg   Config
+	id  string // tells this Service's store events from others'
+	cfg Config
+	// started is when this Service began: an agent's silence is counted
+	// from then at the earliest, so a control plane that was down itself
+	// does not hold its own downtime against the agents.
+	since time.Time
 	store store.Store
 	log   *slog.Logger
 
@@ -83,6 +88,7 @@ func New(cfg Config) *Service {
 		cfg.AgentLease = 30 * time.Second
 	}
 	s := &Service{
+		id:      randomHex(8),
 		cfg:     cfg,
 		store:   cfg.Store,
 		log:     cfg.Logger,
@@ -94,6 +100,7 @@ func New(cfg Config) *Service {
 		subs:    map[*subscription]struct{}{},
 		logged:  map[int64]bool{},
 	}
+	s.since = s.now()
 	s.sealer.init(s)
 	s.finisher.s = s
 	return s

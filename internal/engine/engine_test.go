@@ -593,3 +593,44 @@ func TestFinishReadsFewRows(t *testing.T) {
 		t.Errorf("run = %s", w.run.State)
 	}
 }
+
+// A lost attempt (its agent stopped) is retried even when the task has no
+// retries left, up to MaxLostRetries attempts beyond them; a failure ends the
+// task when the attempts so far, lost ones included, used up its retries.
+func TestLostAttemptsAreRetriedBeyondRetries(t *testing.T) {
+	w := newWorld(t, `
+version: 1
+tasks:
+  - name: once
+    run: "true"
+  - name: unlucky
+    run: "true"
+  - name: flaky
+    run: "false"
+    retries: 1
+`, nil)
+	w.drive(func(a *Attempt) Result {
+		switch {
+		case a.Task == "once" && a.Number == 1:
+			return Result{State: AttemptLost, Reason: "its agent stopped before it ended"}
+		case a.Task == "unlucky":
+			return Result{State: AttemptLost, Reason: "agent gone"}
+		case a.Task == "flaky" && a.Number == 1:
+			return Result{State: AttemptLost, Reason: "agent gone"}
+		case a.Task == "flaky":
+			return fail(fmt.Sprintf("exit %d", a.Number))
+		}
+		return ok("")
+	})
+	if o := w.task("once"); o.State != TaskSucceeded || len(w.attemptsOf("once")) != 2 {
+		t.Errorf("once = %s with %d attempts, want succeeded after 2\n%s", o.State, len(w.attemptsOf("once")), w.dump())
+	}
+	if u := w.task("unlucky"); u.State != TaskFailed || len(w.attemptsOf("unlucky")) != 1+MaxLostRetries {
+		t.Errorf("unlucky = %s with %d attempts, want failed after %d\n%s", u.State, len(w.attemptsOf("unlucky")), 1+MaxLostRetries, w.dump())
+	}
+	// Attempt 1 lost (the one retry), 2 failed: a failure ends it once the
+	// attempts, lost ones included, used up its retries.
+	if f := w.task("flaky"); f.State != TaskFailed || len(w.attemptsOf("flaky")) != 2 {
+		t.Errorf("flaky = %s with %d attempts, want failed after 2\n%s", f.State, len(w.attemptsOf("flaky")), w.dump())
+	}
+}

@@ -97,12 +97,19 @@ func (e *Engine) Finish(a *Attempt, res Result) (*Step, error) {
 	return e.step, nil
 }
 
+// MaxLostRetries is how many attempts an instance may lose beyond its
+// retries. Losing its agent (a restart, a crashed machine) is not the task's
+// failure, so a task with no retries still runs again after its agent was
+// stopped; but a task that brings its agent down every time must end.
+const MaxLostRetries = 3
+
 // endAttempt retries a failed instance or ends it, and ends the task when that
 // was its last instance.
 func (e *Engine) endAttempt(t *spec.Task, rt *Task, a *Attempt) {
 	forEach := t.IsForEach()
-	retry := (a.State == AttemptFailed || a.State == AttemptLost) &&
-		a.Number-a.Base <= t.Retries && !e.v.Run.CancelRequested
+	n := a.Number - a.Base
+	retry := !e.v.Run.CancelRequested &&
+		(a.State == AttemptFailed && n <= t.Retries || a.State == AttemptLost && n <= t.Retries+MaxLostRetries)
 	if forEach && !retry {
 		e.event(Event{Task: t.Name, Index: a.Index, Attempt: a.Number, State: string(a.State), Reason: a.Reason})
 	}

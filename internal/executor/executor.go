@@ -130,3 +130,12 @@ type Handle interface {
 // ErrLost means an attempt can no longer be followed: its agent restarted and
 // the executor cannot re-attach to it.
 var ErrLost = errors.New("attempt lost")
+
+// Reconciler is an executor that can find what it started for an agent
+// (containers, cloud tasks, by their labels or tags), so that a restarted
+// agent stops what nobody holds any more.
+type Reconciler interface {
+	// Orphans stops and removes what the executor started for agentID whose
+	// attempt keep does not keep, and describes what it removed.
+	Orphans(ctx context.Context, agentID string, keep func(attemptID int64) bool) ([]string, error)
+}

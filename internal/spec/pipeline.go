@@ -108,25 +108,172 @@ func (p *Pipeline) Upstream(task, up string) bool {
 
 // Schedule is when a pipeline runs by itself.
 type Schedule struct {
-	Pos          Pos
-	Cron         string
-	Every        time.Duration
-	Timezone     string
-	Location     *time.Location
-	Catchup      bool
+	Pos      Pos
+	Cron     string
+	Every    time.Duration
+	Timezone string
+	Location *time.Location
+	Catchup  bool
+	// CatchupLimit is how many missed fire times run when Catchup is set
+	// (default DefaultCatchupLimit, at most MaxCatchupLimit).
 	CatchupLimit int
 	Paused       bool
 	Params       map[string]any
-	cron         cron.Schedule
-	paramsNode   *yaml.Node
+	// cron holds the expression's fields, matched against local wall-clock
+	// times written as UTC times (see Next); nil for every.
+	cron *cron.SpecSchedule
+	// fixedHour: the hour field names hours (it is not * or */n), so a local
+	// time fires once a day even across DST changes (see Next).
+	fixedHour  bool
+	paramsNode *yaml.Node
 }
 
-// Next returns the first fire time after t, in the schedule's time zone.
+// Catch-up limits of a schedule.
+const (
+	DefaultCatchupLimit = 10
+	MaxCatchupLimit     = 1000
+)
+
+// Next returns the first fire time after t, in the schedule's time zone, or
+// the zero time when there is none within five years.
+//
+// An every schedule fires at the multiples of its interval counted from the
+// Unix epoch (1970-01-01 00:00 UTC), whatever the time zone: every 15m fires
+// at :00, :15, :30 and :45 UTC, every 6h at 00:00, 06:00, 12:00 and 18:00 UTC.
+//
+// A cron expression is matched against the local wall-clock time of the time
+// zone. Around daylight saving time changes:
+//   - a local time that does not exist (the clock jumps from 02:00 to 03:00)
+//     fires once, at the first instant after the jump, when the hour field
+//     names hours ("30 2 * * *" fires at 03:00 that day); with * or */n in
+//     the hour field it does not fire (the hours that exist fire as usual);
+//   - a local time that occurs twice (the clock goes back from 03:00 to
+//     02:00) fires once, at its first occurrence, when the hour field names
+//     hours; with * or */n in the hour field it fires at both, so an hourly
+//     schedule fires at every real hour.
 func (s *Schedule) Next(t time.Time) time.Time {
-	if s.Every > 0 {
-		return t.Truncate(s.Every).Add(s.Every)
+	loc := s.Location
+	if loc == nil {
+		loc = time.UTC
 	}
-	return s.cron.Next(t.In(s.Location))
+	var next time.Time
+	switch {
+	case s.Every > 0:
+		next = nextEvery(t, s.Every)
+	case s.cron != nil:
+		next = s.nextCron(t, loc)
+	}
+	if next.IsZero() {
+		return next
+	}
+	return next.In(loc)
+}
+
+// nextEvery returns the first multiple of d since the Unix epoch after t
+// (for t within the 292 years around 1970 that a Duration spans).
+func nextEvery(t time.Time, d time.Duration) time.Time {
+	epoch := time.Unix(0, 0).UTC()
+	since := t.Sub(epoch) // saturates far from 1970
+	k := since / d
+	if since%d < 0 {
+		k-- // floor for times before 1970
+	}
+	return epoch.Add((k + 1) * d)
+}
+
+// nextCron finds the wall-clock times that match the expression (the cron
+// library works on them as UTC times, where no clock jumps) and maps each to
+// the instants at which loc shows it, returning the earliest instant after
+// t. Because a clock that goes back shows a wall time again later, the
+// search starts a little before t's wall time and goes on until no later wall
+// time can map before the best instant found.
+func (s *Schedule) nextCron(t time.Time, loc *time.Location) time.Time {
+	segs := zoneSegments(loc, t)
+	minOff := segs[0].off
+	for _, sg := range segs {
+		minOff = min(minOff, sg.off)
+	}
+	// A wall time w maps to an instant w-off after t only if w > t+off.
+	x := t.UTC().Add(time.Duration(minOff) * time.Second)
+	var best time.Time
+	for {
+		w := s.cron.Next(x)
+		if w.IsZero() {
+			return best
+		}
+		segs := zoneSegments(loc, w)
+		maxOff := segs[0].off
+		for _, sg := range segs {
+			maxOff = max(maxOff, sg.off)
+		}
+		if !best.IsZero() && w.Add(-time.Duration(maxOff)*time.Second).After(best) {
+			return best
+		}
+		for _, i := range s.instants(w, segs) {
+			if i.After(t) && (best.IsZero() || i.Before(best)) {
+				best = i
+			}
+		}
+		if len(segs) == 1 && !best.IsZero() {
+			// No clock change within hours of w: later wall times are later.
+			return best
+		}
+		x = w
+	}
+}
+
+// zoneSegment is a stretch of time with one UTC offset (in seconds); a zero
+// start or end is unbounded.
+type zoneSegment struct {
+	start, end time.Time
+	off        int
+}
+
+// zoneSegments returns loc's zones in effect from 16 hours before to 16 hours
+// after the instant at, oldest first: every offset a wall time near at can be
+// shown with.
+func zoneSegments(loc *time.Location, at time.Time) []zoneSegment {
+	const reach = 16 * time.Hour
+	to := at.Add(reach)
+	var out []zoneSegment
+	for t := at.Add(-reach); ; {
+		lt := t.In(loc)
+		_, off := lt.Zone()
+		start, end := lt.ZoneBounds()
+		out = append(out, zoneSegment{start: start, end: end, off: off})
+		if end.IsZero() || !end.Before(to) || !end.After(t) {
+			return out
+		}
+		t = end
+	}
+}
+
+// instants returns the instants, in order, at which the wall time w (written
+// as a UTC time) fires, given the zones around it.
+func (s *Schedule) instants(w time.Time, segs []zoneSegment) []time.Time {
+	var out []time.Time
+	for _, sg := range segs {
+		i := w.Add(-time.Duration(sg.off) * time.Second)
+		if (sg.start.IsZero() || !i.Before(sg.start)) && (sg.end.IsZero() || i.Before(sg.end)) {
+			out = append(out, i)
+		}
+	}
+	switch {
+	case len(out) > 0 && s.fixedHour:
+		return out[:1] // the first occurrence of a repeated time
+	case len(out) > 0 || !s.fixedHour:
+		return out
+	}
+	// w is in a gap: the clock jumped over it at the start of a segment.
+	for k := 1; k < len(segs); k++ {
+		start := segs[k].start
+		before := start.Add(time.Duration(segs[k-1].off) * time.Second) // the wall time the jump leaves
+		after := start.Add(time.Duration(segs[k].off) * time.Second)    // and the one it lands on
+		if !w.Before(before) && w.Before(after) {
+			return []time.Time{start}
+		}
+	}
+	return nil
 }
 
 // EnvVar is one environment variable whose value may hold expressions.
@@ -244,7 +391,7 @@ func (d *decoder) env(n *yaml.Node, scope expr.Scope) []EnvVar {
 }
 
 func (d *decoder) schedule(n *yaml.Node) *Schedule {
-	s := &Schedule{Pos: d.pos(n), Timezone: "UTC", Location: time.UTC, CatchupLimit: 1}
+	s := &Schedule{Pos: d.pos(n), Timezone: "UTC", Location: time.UTC, CatchupLimit: DefaultCatchupLimit}
 	var cronNode *yaml.Node
 	var paramsNode *yaml.Node
 	d.fields(n, "schedule", []string{"cron", "every", "timezone", "catchup", "catchup_limit", "paused", "params"}, func(key string, f field) {
@@ -269,7 +416,11 @@ func (d *decoder) schedule(n *yaml.Node) *Schedule {
 		case "catchup":
 			s.Catchup, _ = d.boolean(f.val)
 		case "catchup_limit":
-			s.CatchupLimit, _ = d.integer(f.val, 1)
+			if limit, ok := d.integer(f.val, 1); ok && limit > MaxCatchupLimit {
+				d.errorf(f.val, "catchup_limit: at most %d (backfill runs more)", MaxCatchupLimit)
+			} else if ok {
+				s.CatchupLimit = limit
+			}
 		case "paused":
 			s.Paused, _ = d.boolean(f.val)
 		case "params":
@@ -286,15 +437,7 @@ func (d *decoder) schedule(n *yaml.Node) *Schedule {
 		}
 	}
 	if s.Cron != "" {
-		c, err := cron.ParseStandard(s.Cron)
-		if err != nil {
-			hint := ""
-			if !strings.HasPrefix(s.Cron, "@") && len(strings.Fields(s.Cron)) != 5 {
-				hint = " (want 5 fields: minute hour day-of-month month day-of-week, or @hourly, @daily, …)"
-			}
-			d.errorf(cronNode, "bad cron expression %q: %v%s", s.Cron, err, hint)
-		}
-		s.cron = c
+		d.cron(cronNode, s)
 	}
 	switch {
 	case s.Cron != "" && s.Every > 0:
@@ -303,6 +446,41 @@ func (d *decoder) schedule(n *yaml.Node) *Schedule {
 		d.errorf(n, "a schedule needs cron (such as \"0 2 * * *\") or every (such as 15m)")
 	}
 	return s
+}
+
+// cron parses a schedule's cron expression.
+func (d *decoder) cron(n *yaml.Node, s *Schedule) {
+	text := strings.TrimSpace(s.Cron)
+	switch {
+	case strings.HasPrefix(text, "TZ=") || strings.HasPrefix(text, "CRON_TZ="):
+		d.errorf(n, "bad cron expression %q: give the time zone as timezone: under schedule, not in the expression", s.Cron)
+		return
+	case strings.HasPrefix(text, "@every"):
+		d.errorf(n, "bad cron expression %q: use every: under schedule (such as every: 15m) instead of @every", s.Cron)
+		return
+	}
+	c, err := cron.ParseStandard(text)
+	if err != nil {
+		hint := ""
+		if !strings.HasPrefix(text, "@") && len(strings.Fields(text)) != 5 {
+			hint = " (want 5 fields: minute hour day-of-month month day-of-week, or @hourly, @daily, …)"
+		}
+		d.errorf(n, "bad cron expression %q: %v%s", s.Cron, err, hint)
+		return
+	}
+	fields, ok := c.(*cron.SpecSchedule)
+	if !ok {
+		d.errorf(n, "bad cron expression %q: want 5 fields: minute hour day-of-month month day-of-week, or @hourly, @daily, …", s.Cron)
+		return
+	}
+	wall := *fields
+	wall.Location = time.UTC // wall-clock times, written as UTC times: see Schedule.Next
+	s.cron = &wall
+	if f := strings.Fields(text); len(f) == 5 {
+		s.fixedHour = !strings.HasPrefix(f[1], "*") && !strings.HasPrefix(f[1], "?")
+	} else {
+		s.fixedHour = text != "@hourly"
+	}
 }
 
 // checkScheduleParams checks a schedule's params against the pipeline's, so a

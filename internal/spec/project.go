@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"sort"
@@ -193,6 +194,9 @@ func (p *Project) Pipeline(name string) (*Pipeline, error) {
 	sort.Strings(names)
 	return nil, &NoPipelineError{Name: name, Known: names}
 }
+
+// Broken returns the pipelines that failed to load, by name, with their files.
+func (p *Project) Broken() map[string]string { return maps.Clone(p.broken) }
 
 // NoPipelineError is returned for a pipeline name that the project does not have.
 type NoPipelineError struct {

@@ -43,6 +43,14 @@ type Store interface {
 	View(ctx context.Context, fn func(Tx) error) error
 	// Close releases the store's connections.
 	Close() error
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+	// Listen calls fn with the name of every event published with Tx.Notify
+	// after its transaction committed, in this process and (where the database
+	// can tell other processes, as PostgreSQL can) in every process on the same
+	// database. It returns when ctx ends; fn must not block. A store that
+	// cannot reach other processes delivers only this process's events.
+	Listen(ctx context.Context, fn func(event string)) error
 }
 
 // Tx reads and writes within one transaction. Times are stored with
@@ -137,6 +145,60 @@ type Tx interface {
 	Agent(ctx context.Context, id string) (*Agent, error)
 	// Agents lists every agent by id.
 	Agents(ctx context.Context) ([]*Agent, error)
+
+	// Notify publishes an event to Store.Listen once the transaction commits
+	// (nothing if it rolls back). Events of one transaction with the same name
+	// may be delivered once.
+	Notify(ctx context.Context, event string) error
+
+	// PutUser inserts or replaces a user.
+	PutUser(ctx context.Context, u *User) error
+	// User returns a user by name (ErrNotFound).
+	User(ctx context.Context, name string) (*User, error)
+	// Users lists every user by name.
+	Users(ctx context.Context) ([]*User, error)
+	// DeleteUser deletes a user and their sessions (ErrNotFound).
+	DeleteUser(ctx context.Context, name string) error
+
+	// PutToken inserts or replaces an API token.
+	PutToken(ctx context.Context, tok *Token) error
+	// Token returns a token by id (ErrNotFound).
+	Token(ctx context.Context, id string) (*Token, error)
+	// Tokens lists every token, oldest first (by CreatedAt, then ID).
+	Tokens(ctx context.Context) ([]*Token, error)
+
+	// PutSession inserts or replaces a login session.
+	PutSession(ctx context.Context, s *Session) error
+	// Session returns a session by id (ErrNotFound).
+	Session(ctx context.Context, id string) (*Session, error)
+	// DeleteSessions deletes the session with id (when id is set), every
+	// session of user (when user is set), and every session that expired at or
+	// before expired (when it is not zero). It returns how many it deleted.
+	DeleteSessions(ctx context.Context, id, user string, expired time.Time) (int, error)
+
+	// InsertAudit records an audit entry and sets its ID (unique, increasing).
+	InsertAudit(ctx context.Context, e *AuditEntry) error
+	// Audit lists audit entries newest first (by ID).
+	Audit(ctx context.Context, f AuditFilter) ([]*AuditEntry, error)
+
+	// PutSchedule inserts or replaces a pipeline's schedule state.
+	PutSchedule(ctx context.Context, s *Schedule) error
+	// Schedule returns a pipeline's schedule state (ErrNotFound).
+	Schedule(ctx context.Context, pipeline string) (*Schedule, error)
+	// Schedules lists every schedule state by pipeline.
+	Schedules(ctx context.Context) ([]*Schedule, error)
+	// MarkFired records that a pipeline's run for the logical time at was
+	// created (as run runID). It returns false, and records nothing, when a run
+	// for that pipeline and time was recorded already: a fire happens once
+	// however many schedulers try it.
+	MarkFired(ctx context.Context, pipeline string, at time.Time, runID string) (bool, error)
+
+	// AcquireLease takes or renews the lease name for holder until now+ttl
+	// when it is free, expired at or before now, or held by holder already. It
+	// returns the lease as it stands after the call and whether holder holds it.
+	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (Lease, bool, error)
+	// ReleaseLease gives up the lease name if holder holds it.
+	ReleaseLease(ctx context.Context, name, holder string) error
 }
 
 // RunFilter selects runs. Zero fields select everything.
@@ -202,4 +264,76 @@ type Agent struct {
 	HeartbeatAt time.Time
 	// State is active, draining, cordoned or stopped.
 	State string
+	// Token is the id of the API token that registered a remote agent
+	// (empty in process).
+	Token string
+}
+
+// User is a person who logs in.
+type User struct {
+	Name         string
+	Role         string
+	PasswordHash string // argon2id, in the PHC string format
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Token is an API token. Only the hash of its secret is stored.
+type Token struct {
+	ID         string // public part, shown in lists
+	Name       string
+	Role       string
+	Hash       string // SHA-256 of the secret, hex
+	CreatedBy  string
+	CreatedAt  time.Time
+	ExpiresAt  time.Time // zero: never
+	LastUsedAt time.Time // zero: never used
+	RevokedAt  time.Time // zero: not revoked
+}
+
+// Session is a login session; ID is the hash of the cookie's value.
+type Session struct {
+	ID        string
+	User      string
+	CSRF      string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// AuditEntry is one change someone made.
+type AuditEntry struct {
+	ID      int64
+	Time    time.Time
+	Actor   string // user name, or "token:<id>"
+	Action  string // run.trigger, run.cancel, user.create, token.revoke, ...
+	Target  string
+	Detail  string // JSON object, or ""
+	Address string // the client's address
+}
+
+// AuditFilter selects audit entries. Zero fields select everything.
+type AuditFilter struct {
+	Before int64 // entries with ID < Before
+	Actor  string
+	Limit  int
+}
+
+// Schedule is the recorded state of a pipeline's schedule.
+type Schedule struct {
+	Pipeline string
+	// Paused is set from the API; it overrides the spec's paused when
+	// PausedSet.
+	Paused    bool
+	PausedSet bool
+	// Cursor is the instant up to which the scheduler has dealt with the fire
+	// times (fired or skipped): its last tick. Zero before its first tick.
+	Cursor    time.Time
+	UpdatedAt time.Time
+}
+
+// Lease is a named lock held until it expires.
+type Lease struct {
+	Name      string
+	Holder    string
+	ExpiresAt time.Time
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"testing"
+	"time"
 
 	"github.com/dray-dev/dray/internal/executor"
 )
@@ -73,4 +75,33 @@ func (r *Recorder) WaitFor(ctx context.Context, stream, text string) error {
 			return fmt.Errorf("wait for %s line %q (have %d lines): %w", stream, text, len(r.Lines()), ctx.Err())
 		}
 	}
+}
+
+// Start starts spec on e, with a new Recorder as its sink, and stops the
+// attempt when the test ends (waiting up to cleanup for it).
+func Start(t *testing.T, ctx context.Context, e executor.Executor, spec *executor.Spec, cleanup time.Duration) (executor.Handle, *Recorder) {
+	t.Helper()
+	rec := NewRecorder()
+	h, err := e.Start(ctx, spec, rec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanup)
+		defer cancel()
+		_ = h.Stop(ctx, 0)
+		_, _ = h.Wait(ctx)
+	})
+	return h, rec
+}
+
+// Wait waits for an attempt and fails the test if it cannot be followed,
+// with the lines it gave.
+func Wait(t *testing.T, ctx context.Context, h executor.Handle, rec *Recorder) executor.Result {
+	t.Helper()
+	res, err := h.Wait(ctx)
+	if err != nil {
+		t.Fatalf("Wait: %v (stdout %q, stderr %q)", err, rec.Texts(executor.Stdout), rec.Texts(executor.Stderr))
+	}
+	return res
 }

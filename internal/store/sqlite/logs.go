@@ -91,23 +91,22 @@ func (t *txn) Unsealed(ctx context.Context, limit int) ([]int64, error) {
 func (t *txn) PutAgent(ctx context.Context, a *store.Agent) error {
 	labels, _ := json.Marshal(orEmptySlice(a.Labels))
 	execs, _ := json.Marshal(orEmptySlice(a.Executors))
-	_, err := t.exec(ctx, `INSERT OR REPLACE INTO agents
-		(id, host, pid, labels, executors, version, capacity, started_at, heartbeat_at, state)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.ID, a.Host, a.PID, string(labels), string(execs),
-		a.Version, a.Capacity, micros(a.StartedAt), micros(a.HeartbeatAt), a.State)
+	_, err := t.exec(ctx, `INSERT OR REPLACE INTO agents (`+agentColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.ID, a.Host, a.PID, string(labels), string(execs),
+		a.Version, a.Capacity, micros(a.StartedAt), micros(a.HeartbeatAt), a.State, a.Token)
 	if err != nil {
 		return fmt.Errorf("put agent %s: %w", a.ID, err)
 	}
 	return nil
 }
 
-const agentColumns = `id, host, pid, labels, executors, version, capacity, started_at, heartbeat_at, state`
+const agentColumns = `id, host, pid, labels, executors, version, capacity, started_at, heartbeat_at, state, token`
 
 func scanAgent(sc scanner) (*store.Agent, error) {
 	var a store.Agent
 	var labels, execs string
 	var started, beat int64
-	if err := sc.Scan(&a.ID, &a.Host, &a.PID, &labels, &execs, &a.Version, &a.Capacity, &started, &beat, &a.State); err != nil {
+	if err := sc.Scan(&a.ID, &a.Host, &a.PID, &labels, &execs, &a.Version, &a.Capacity, &started, &beat, &a.State, &a.Token); err != nil {
 		return nil, err
 	}
 	a.StartedAt, a.HeartbeatAt = fromMicros(started), fromMicros(beat)

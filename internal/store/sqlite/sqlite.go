@@ -58,6 +58,9 @@ type Store struct {
 	r      *sql.DB // readers
 	wStmts *stmtCache
 	rStmts *stmtCache
+
+	listenMu  sync.Mutex
+	listeners map[*func(string)]struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -170,13 +173,15 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) (err error)
 			panic(p)
 		}
 	}()
-	if err := fn(&txn{tx: tx, s: s, stmts: s.wStmts}); err != nil {
+	t := &txn{tx: tx, s: s, stmts: s.wStmts}
+	if err := fn(t); err != nil {
 		tx.Rollback()
 		return s.mapErr(err)
 	}
 	if err := tx.Commit(); err != nil {
 		return s.wrap("commit", err)
 	}
+	s.deliver(t.events)
 	return nil
 }
 
@@ -221,9 +226,10 @@ func (s *Store) mapErr(err error) error {
 
 // txn implements store.Tx over a database/sql transaction.
 type txn struct {
-	tx    *sql.Tx
-	s     *Store
-	stmts *stmtCache
+	tx     *sql.Tx
+	s      *Store
+	stmts  *stmtCache
+	events []string // to deliver after commit
 }
 
 // exec, query and queryRow run a statement prepared once per connection, so

@@ -21,6 +21,7 @@ func fullAgent(id string) *store.Agent {
 		StartedAt:   t0,
 		HeartbeatAt: t0.Add(15*time.Second + 1234*time.Nanosecond),
 		State:       "active",
+		Token:       "3f2a9c0d1e7b",
 	}
 }
 

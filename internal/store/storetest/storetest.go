@@ -92,6 +92,16 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		// Agents.
 		{"AgentRoundTrip", testAgentRoundTrip, nil},
 		{"Agents", testAgents, nil},
+
+		// The service: auth, audit, schedules, leases, events.
+		{"Users", testUsers, nil},
+		{"Tokens", testTokens, nil},
+		{"Sessions", testSessions, nil},
+		{"Audit", testAudit, nil},
+		{"Schedules", testSchedules, nil},
+		{"MarkFired", testMarkFired, nil},
+		{"Leases", testLeases, nil},
+		{"Notify", testNotify, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
