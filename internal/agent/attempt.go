@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -272,10 +273,15 @@ func (r *run) spec(secrets map[string]string) *executor.Spec {
 		}
 		return s
 	}
+	var where []string // where secrets go, for executors that care
 	env := make(map[string]string, len(w.Env)+8)
 	for k, v := range w.Env {
 		env[k] = fill(v)
+		if env[k] != v {
+			where = append(where, k)
+		}
 	}
+	slices.Sort(where)
 	env["DRAY_RUN_ID"] = at.RunID
 	env["DRAY_PIPELINE"] = at.Pipeline
 	env["DRAY_TASK"] = at.Task
@@ -289,6 +295,13 @@ func (r *run) spec(secrets map[string]string) *executor.Spec {
 	command := make([]string, len(w.Command))
 	for i, c := range w.Command {
 		command[i] = fill(c)
+		if command[i] != c && !slices.Contains(where, "command") {
+			where = append(where, "command")
+		}
+	}
+	run := fill(w.Run)
+	if run != w.Run {
+		where = append(where, "run")
 	}
 	workdir := w.Workdir
 	if w.ExecutorType == spec.ExecLocal && !filepath.IsAbs(workdir) {
@@ -296,7 +309,7 @@ func (r *run) spec(secrets map[string]string) *executor.Spec {
 	}
 	return &executor.Spec{
 		AttemptID: at.ID, RunID: at.RunID, Pipeline: at.Pipeline, Task: at.Task, Index: at.Index, Attempt: at.Number,
-		Run: fill(w.Run), Image: fill(w.Image), Command: command, Env: env, Workdir: workdir,
+		Run: run, Image: fill(w.Image), Command: command, Env: env, Workdir: workdir, Secrets: where,
 		Resources: executor.Resources{MilliCPU: w.Resources.MilliCPU, MemoryBytes: w.Resources.MemoryBytes, Region: w.Resources.Region},
 		Options:   w.Options,
 		Labels: map[string]string{

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -63,6 +64,13 @@ type Config struct {
 	Images map[string]string
 	// Faults are the faults injected from the start; see SetFaults.
 	Faults Faults
+	// AccessKeys, when set, are the only access key IDs the fake accepts
+	// (read from the request's SigV4 Authorization header); a call signed
+	// with another is answered UnrecognizedClientException.
+	AccessKeys []string
+	// Subnets, when set, are the only subnets RunTask accepts (a subnet of
+	// another region, say, is InvalidParameterException).
+	Subnets []string
 }
 
 // Faults are the failures a Server injects. The zero value injects none.
@@ -87,14 +95,24 @@ type Faults struct {
 	// LogsUnavailable answers every CloudWatch Logs call with HTTP 500
 	// ServiceUnavailableException. The tasks' output is still stored.
 	LogsUnavailable bool
+	// LostRunTaskAnswers makes the next LostRunTaskAnswers RunTask calls
+	// start their tasks and then answer HTTP 500 ServerException, as if the
+	// answer were lost: a client that sends the call again with the same
+	// clientToken gets the tasks it started; without one it starts more.
+	LostRunTaskAnswers int
+	// ExpiredToken answers every call with HTTP 400 ExpiredTokenException,
+	// as AWS does once a session token has expired.
+	ExpiredToken bool
 }
 
 // Server is the fake. It is an http.Handler and safe for concurrent use.
 type Server struct {
-	id     string
-	docker *client.Client
-	log    *slog.Logger
-	images map[string]string
+	id      string
+	docker  *client.Client
+	log     *slog.Logger
+	images  map[string]string
+	keys    []string
+	subnets []string
 
 	mu       sync.Mutex
 	faults   Faults
@@ -102,6 +120,7 @@ type Server struct {
 	clusters map[string]*cluster          // by name
 	taskDefs map[string][]*taskDef        // by family, index revision-1
 	tasks    map[string]*task             // by task ARN
+	tokens   map[string][]string          // task ARNs by RunTask clientToken
 	order    []string                     // task ARNs in the order they were run
 	groups   map[string]*logGroup         // by name
 	tags     map[string]map[string]string // extra tags by resource ARN (TagResource)
@@ -114,13 +133,13 @@ type Server struct {
 // New returns a Server configured by cfg, with a cluster named "default".
 func New(cfg Config) *Server {
 	s := &Server{
-		id:       randomHex(8),
-		docker:   cfg.Docker,
-		log:      cfg.Logger,
-		images:   cfg.Images,
+		id:     randomHex(8),
+		docker: cfg.Docker,
+		log:    cfg.Logger,
+		images: cfg.Images, keys: cfg.AccessKeys, subnets: cfg.Subnets,
 		faults:   cfg.Faults,
 		calls:    map[string]int{},
-		clusters: map[string]*cluster{},
+		clusters: map[string]*cluster{}, tokens: map[string][]string{},
 		taskDefs: map[string][]*taskDef{},
 		tasks:    map[string]*task{},
 		groups:   map[string]*logGroup{},
@@ -225,7 +244,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, clientErr("UnknownOperationException", "unknown operation %q", target))
 		return
 	}
-	switch {
+	switch key := accessKey(r.Header.Get("Authorization")); {
+	case len(s.keys) > 0 && !slices.Contains(s.keys, key):
+		writeError(w, clientErr("UnrecognizedClientException", "The security token included in the request is invalid."))
+		return
+	case f.ExpiredToken:
+		writeError(w, clientErr("ExpiredTokenException", "The security token included in the request is expired"))
+		return
 	case isECS && f.ThrottleRate > 0 && mrand.Float64() < f.ThrottleRate:
 		writeError(w, clientErr("ThrottlingException", "Rate exceeded"))
 		return
@@ -237,6 +262,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if aerr != nil {
 		s.log.Debug("aws call failed", "action", action, "err", aerr)
 		writeError(w, aerr)
+		return
+	}
+	if action == "RunTask" && s.loseAnswer() {
+		writeError(w, &apiError{status: http.StatusInternalServerError, typ: "ServerException", msg: "Service encountered an internal error."})
 		return
 	}
 	b, err := json.Marshal(out)
@@ -283,4 +312,26 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // never fails
 	return hex.EncodeToString(b)
+}
+
+// loseAnswer reports whether to lose this RunTask's answer (a fault).
+func (s *Server) loseAnswer() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.faults.LostRunTaskAnswers <= 0 {
+		return false
+	}
+	s.faults.LostRunTaskAnswers--
+	return true
+}
+
+// accessKey returns the access key ID of a SigV4 Authorization header:
+// "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/ecs/aws4_request, …".
+func accessKey(auth string) string {
+	_, cred, ok := strings.Cut(auth, "Credential=")
+	if !ok {
+		return ""
+	}
+	key, _, _ := strings.Cut(cred, "/")
+	return key
 }

@@ -184,6 +184,7 @@ type runTaskInput struct {
 	StartedBy            string       `json:"startedBy"`
 	EnableECSManagedTags bool         `json:"enableECSManagedTags"`
 	Group                string       `json:"group"`
+	ClientToken          string       `json:"clientToken"`
 }
 
 func runTask(s *Server, in *runTaskInput) (any, *apiError) {
@@ -209,6 +210,11 @@ func runTask(s *Server, in *runTaskInput) (any, *apiError) {
 	if nc := in.NetworkConfiguration; nc != nil && nc.AwsvpcConfiguration != nil {
 		if len(nc.AwsvpcConfiguration.Subnets) == 0 {
 			return nil, clientErr("InvalidParameterException", "subnets can not be empty.")
+		}
+		for _, sn := range nc.AwsvpcConfiguration.Subnets {
+			if len(s.subnets) > 0 && !slices.Contains(s.subnets, sn) {
+				return nil, clientErr("InvalidParameterException", "Error retrieving subnet information for [%s]: The subnet ID '%s' does not exist (ECS Subnet Error)", sn, sn)
+			}
 		}
 		if ip := nc.AwsvpcConfiguration.AssignPublicIp; ip != "" && ip != "ENABLED" && ip != "DISABLED" {
 			return nil, clientErr("InvalidParameterException", "assignPublicIp %q is not valid.", ip)
@@ -258,12 +264,26 @@ func runTask(s *Server, in *runTaskInput) (any, *apiError) {
 		}}}, nil
 	}
 
+	if len(in.ClientToken) > 64 {
+		return nil, clientErr("InvalidParameterException", "clientToken must be at most 64 characters.")
+	}
+	if arns, ok := s.tokens[in.ClientToken]; ok && in.ClientToken != "" {
+		// The same token again: the tasks of the first call, none new.
+		tasks := make([]taskOut, 0, len(arns))
+		for _, arn := range arns {
+			tasks = append(tasks, s.taskOut(s.tasks[arn], true))
+		}
+		return map[string]any{"tasks": tasks, "failures": []failure{}}, nil
+	}
 	tasks := make([]taskOut, 0, count)
 	for range count {
 		t := s.newTask(cl, td, in)
 		s.tasks[t.arn] = t
 		s.order = append(s.order, t.arn)
 		tasks = append(tasks, s.taskOut(t, true))
+		if in.ClientToken != "" {
+			s.tokens[in.ClientToken] = append(s.tokens[in.ClientToken], t.arn)
+		}
 		s.wg.Add(1)
 		go s.runTask(t)
 	}

@@ -89,18 +89,9 @@ func (e *env) runAgent(cmd *cobra.Command, o agentOptions) error {
 			return badInputf("--labels: label %q: want a word without spaces or commas", l)
 		}
 	}
-	execs := e.executors()
-	if len(o.executors) > 0 {
-		for typ := range execs {
-			if !slices.Contains(o.executors, typ) {
-				delete(execs, typ)
-			}
-		}
-		for _, typ := range o.executors {
-			if _, ok := execs[typ]; !ok {
-				return badInputf("--executors: this agent cannot run %q executors (it can run: %s)", typ, strings.Join(slices.Sorted(maps.Keys(e.executors())), ", "))
-			}
-		}
+	execs, err := e.pickExecutors(e.executors(e.projectConfig()), o.executors)
+	if err != nil {
+		return err
 	}
 	name := o.name
 	if name == "" {

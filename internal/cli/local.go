@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +48,24 @@ func (e *env) loadProject() (*spec.Project, string, error) {
 		return nil, "", fmt.Errorf("load project %s: %w", dir, err)
 	}
 	return proj, dir, nil
+}
+
+// projectConfig returns the dray.yaml settings of --dir, or nil when there is
+// no project there or it does not load (for what is only a help, such as the
+// ECS clusters an agent looks for orphans in).
+func (e *env) projectConfig() *spec.Config {
+	dir, err := e.projectDir()
+	if err != nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, spec.ConfigFile)); err != nil {
+		return nil
+	}
+	proj, err := spec.Load(os.DirFS(dir))
+	if err != nil {
+		return nil
+	}
+	return proj.Config
 }
 
 // state is a project's state: its store, blob storage and control service.
@@ -110,8 +129,8 @@ func (e *env) openState(ctx context.Context, dir, storage string) (*state, error
 	if storage == "" {
 		storage = DefaultStorage
 	}
-	if !strings.HasPrefix(storage, "file://") && !strings.HasPrefix(storage, "mem://") {
-		return nil, badInputf("storage %s: this version of dray keeps logs in file:// storage only", storage)
+	if scheme, _, _ := strings.Cut(storage, "://"); !slices.Contains(blob.Schemes, scheme) {
+		return nil, badInputf("storage %s: this version of dray keeps logs in file:// or s3:// storage only", storage)
 	}
 	st, err := e.openStore(ctx, dir)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -22,6 +23,7 @@ import (
 	"github.com/dray-dev/dray/internal/engine"
 	"github.com/dray-dev/dray/internal/executor"
 	"github.com/dray-dev/dray/internal/executor/docker"
+	"github.com/dray-dev/dray/internal/executor/ecs"
 	"github.com/dray-dev/dray/internal/executor/local"
 	"github.com/dray-dev/dray/internal/secrets"
 	"github.com/dray-dev/dray/internal/spec"
@@ -72,7 +74,7 @@ func (e *env) run(ctx context.Context, name string, args []string, logicalDate s
 	if err != nil {
 		return err
 	}
-	execs := e.executors()
+	execs := e.executors(proj.Config)
 	if opts.local {
 		if err := localContainers(plan, execs); err != nil {
 			return err
@@ -109,14 +111,54 @@ func (e *env) run(ctx context.Context, name string, args []string, logicalDate s
 }
 
 // executors are the executors this process can run attempts with: local
-// processes, and containers on the Docker engine of DOCKER_HOST (or the
-// default socket; an engine that is down fails the attempts that need it,
-// with the reason).
-func (e *env) executors() map[string]executor.Executor {
+// processes, containers on the Docker engine of DOCKER_HOST (or the default
+// socket; an engine that is down fails the attempts that need it, with the
+// reason), and ECS tasks with the default AWS credential chain (missing
+// credentials fail the attempts that need them). cfg, when not nil, names
+// the ECS clusters to look for orphaned tasks in.
+func (e *env) executors(cfg *spec.Config) map[string]executor.Executor {
+	var clusters []ecs.Cluster
+	if cfg != nil {
+		for _, name := range cfg.ProfileNames() {
+			p := cfg.Executors[name]
+			if p.Type != spec.ExecECS {
+				continue
+			}
+			for _, r := range p.Regions() {
+				c := p.String("cluster")
+				if rs, ok := p.Options["regions"].(map[string]map[string]any); ok {
+					if rc, ok := rs[r]["cluster"].(string); ok {
+						c = rc
+					}
+				}
+				clusters = append(clusters, ecs.Cluster{Region: r, Cluster: c})
+			}
+		}
+	}
 	return map[string]executor.Executor{
 		spec.ExecLocal:  local.New(local.Config{Logger: e.log}),
 		spec.ExecDocker: docker.New(docker.Config{Logger: e.log}),
+		spec.ExecECS:    ecs.New(ecs.Config{Logger: e.log, Clusters: clusters}),
 	}
+}
+
+// pickExecutors keeps the executors of the types named in only (all when
+// only is empty), and refuses a type this dray cannot run.
+func (e *env) pickExecutors(execs map[string]executor.Executor, only []string) (map[string]executor.Executor, error) {
+	if len(only) == 0 {
+		return execs, nil
+	}
+	for _, typ := range only {
+		if _, ok := execs[typ]; !ok {
+			return nil, badInputf("--executors: this agent cannot run %q executors (it can run: %s)", typ, strings.Join(slices.Sorted(maps.Keys(execs)), ", "))
+		}
+	}
+	for typ := range execs {
+		if !slices.Contains(only, typ) {
+			delete(execs, typ)
+		}
+	}
+	return execs, nil
 }
 
 // localContainers makes the container executors of the cloud (ecs,
@@ -204,7 +246,7 @@ func (e *env) retry(ctx context.Context, prefix string, opts driveOptions) error
 	if err := st.svc.Sweep(ctx); err != nil {
 		return stateError(err)
 	}
-	execs := e.executors()
+	execs := e.executors(e.projectConfig())
 	return e.drive(ctx, st, nil, nil, execs, opts, func(ctx context.Context, driver string) (string, error) {
 		return id, st.svc.Retry(ctx, id, driver)
 	})
@@ -431,19 +473,26 @@ func planLabels(plan *spec.Pipeline) []string {
 	return slices.Compact(labels)
 }
 
-// secretResolver builds the secret providers dray.yaml configures.
+// secretResolver builds the secret providers dray.yaml configures. The AWS
+// providers load the default AWS configuration (environment, shared files,
+// instance or task role) of the process that resolves secrets, the agent, at
+// their first lookup.
 func secretResolver(cfg *spec.Config, dir string) (*secrets.Resolver, error) {
 	var providers []secrets.Provider
 	for _, p := range cfg.Secrets {
 		switch p.Type {
-		case "env":
+		case spec.SecretEnv:
 			providers = append(providers, secrets.NewEnv(p.Prefix))
-		case "file":
+		case spec.SecretFile:
 			path := p.Path
 			if !strings.HasPrefix(path, "/") {
 				path = dir + "/" + path
 			}
 			providers = append(providers, secrets.NewFile(path))
+		case spec.SecretAWSSSM:
+			providers = append(providers, secrets.NewSSMDefault(p.Region, secrets.AWSOptions{Prefix: p.Prefix}))
+		case spec.SecretAWSSecretsManager:
+			providers = append(providers, secrets.NewSecretsManagerDefault(p.Region, secrets.AWSOptions{Prefix: p.Prefix}))
 		default:
 			return nil, badInputf("dray.yaml: secret provider %q is not supported here", p.Type)
 		}

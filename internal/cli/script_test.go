@@ -42,6 +42,7 @@ func TestScripts(t *testing.T) {
 			"waitmatch": cmdWaitMatch,
 			"until":     cmdUntil,
 			"envsubst":  cmdEnvSubst,
+			"awsfake":   cmdAWSFake(busybox),
 		},
 	})
 }
@@ -95,7 +96,8 @@ func fileExists(p string) bool {
 // envOf returns the script's environment for a command it starts.
 func envOf(ts *testscript.TestScript) []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "TMPDIR", "WORK", "NO_COLOR", "DRAY_SECRET_PASSWORD", "DRAY_SQLITE_BUSY_TIMEOUT", "GOCOVERDIR", "DRAY_SERVER", "DRAY_TOKEN", "DOCKER_HOST"} {
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "WORK", "NO_COLOR", "DRAY_SECRET_PASSWORD", "DRAY_SQLITE_BUSY_TIMEOUT", "GOCOVERDIR", "DRAY_SERVER", "DRAY_TOKEN", "DOCKER_HOST",
+		"AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED"} {
 		if v := ts.Getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}

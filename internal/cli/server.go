@@ -26,6 +26,7 @@ import (
 )
 
 type serverOptions struct {
+	executors   []string
 	listen      string
 	tlsCert     string
 	tlsKey      string
@@ -65,6 +66,7 @@ optionally DRAY_ADMIN_USER, default admin) on first start.`,
 	f.BoolVar(&o.noAgent, "no-agent", false, "do not run an agent here (run `dray agent` elsewhere)")
 	f.IntVar(&o.capacity, "capacity", 16, "how many attempts the in-process agent runs at once")
 	f.StringSliceVar(&o.labels, "labels", nil, "labels of the in-process agent")
+	f.StringSliceVar(&o.executors, "executors", []string{spec.ExecLocal, spec.ExecDocker}, "the executors the in-process agent runs (local, docker, ecs): the control plane needs no cloud credentials unless ecs is here")
 	f.DurationVar(&o.grace, "grace", 30*time.Second, "on shutdown, how long running tasks may finish before they are stopped and recorded lost")
 	f.DurationVar(&o.reload, "reload", time.Second, "how often to look for changed project files")
 	f.DurationVar(&e.agentLease, "agent-lease", 30*time.Second, "how long an agent may go without a heartbeat before its attempts are lost and retried elsewhere")
@@ -146,7 +148,12 @@ func (e *env) serve(ctx context.Context, o serverOptions) error {
 			g.Wait()
 			return err
 		}
-		execs := e.executors()
+		execs, err := e.pickExecutors(e.executors(snap.Config), o.executors)
+		if err != nil {
+			stopWork()
+			g.Wait()
+			return err
+		}
 		// agent.New lists the executors in the info (listing them here too
 		// registered each twice).
 		info := control.AgentInfo{

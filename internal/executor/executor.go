@@ -37,6 +37,10 @@ type Spec struct {
 	Resources Resources
 	// Options are the executor profile's options (see spec.Profile).
 	Options map[string]any
+	// Secrets says where the agent put secret values: the names of Env
+	// variables, and "command" or "run". An executor that would send them
+	// where others can read them (ECS RunTask overrides) may refuse.
+	Secrets []string
 	// Labels identify what the executor starts (container labels, ECS tags), so a
 	// restarted agent can find them.
 	Labels map[string]string

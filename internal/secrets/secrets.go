@@ -2,8 +2,8 @@
 // (`${{ secrets.db_password }}`) and masks those values in log lines.
 //
 // A Provider looks names up in one place (the environment, a folder of files,
-// and later a cloud secret store); a Resolver asks its providers in order. A
-// Masker hides resolved values in text.
+// AWS SSM Parameter Store, AWS Secrets Manager); a Resolver asks its
+// providers in order. A Masker hides resolved values in text.
 package secrets
 
 import (

@@ -2,6 +2,8 @@ package spec
 
 import (
 	"fmt"
+	"maps"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -31,6 +33,7 @@ const (
 	optInt
 	optDuration
 	optStringMap
+	optRegions // region name → a few of the profile's own options
 )
 
 // profileOptions lists the options each executor type takes, besides type and labels.
@@ -46,6 +49,7 @@ var profileOptions = map[string]map[string]optionKind{
 		"capacity_provider": optString, "launch_type": optString, "log_group": optString,
 		"log_stream_prefix": optString, "platform_version": optString, "ephemeral_storage": optInt,
 		"tags": optStringMap, "task_role_arn": optString, "execution_role_arn": optString,
+		"start_timeout": optDuration, "regions": optRegions, "allow_secret_overrides": optBool,
 	},
 	ExecCloudRun: {"project": optString, "region": optString, "job": optString, "service_account": optString},
 	ExecKubernetes: {
@@ -90,12 +94,35 @@ type Pool struct {
 	Description string
 }
 
+// Secret provider types.
+const (
+	SecretEnv               = "env"
+	SecretFile              = "file"
+	SecretAWSSSM            = "aws_ssm"
+	SecretAWSSecretsManager = "aws_secretsmanager"
+)
+
+// secretProviderTypes lists the secret provider types, for messages.
+var secretProviderTypes = []string{SecretEnv, SecretFile, SecretAWSSSM, SecretAWSSecretsManager}
+
+// secretProviderKeys lists the keys each secret provider type takes, besides type.
+var secretProviderKeys = map[string][]string{
+	SecretEnv:               {"prefix"},
+	SecretFile:              {"path"},
+	SecretAWSSSM:            {"prefix", "region"},
+	SecretAWSSecretsManager: {"prefix", "region"},
+}
+
 // SecretProvider is where an agent looks up secrets, in order.
 type SecretProvider struct {
-	Pos    Pos
-	Type   string // env or file
-	Prefix string // env: the variable prefix (default DRAY_SECRET_)
+	Pos  Pos
+	Type string // env, file, aws_ssm or aws_secretsmanager
+	// Prefix goes before a secret's name. env: the variable prefix (default
+	// DRAY_SECRET_); aws_ssm: the parameter name prefix, such as
+	// /dray/prod/; aws_secretsmanager: the secret name prefix (default none).
+	Prefix string
 	Path   string // file: a directory with one file a secret
+	Region string // aws_ssm, aws_secretsmanager: the AWS region ("": the agent's default)
 }
 
 // DefaultConfig is the configuration of a project without dray.yaml settings.
@@ -265,6 +292,8 @@ func (d *decoder) option(n *yaml.Node, kind optionKind) (any, bool) {
 		return d.integer(n, 0)
 	case optDuration:
 		return d.duration(n)
+	case optRegions:
+		return d.regions(n)
 	case optStringMap:
 		m := map[string]string{}
 		for _, f := range d.keyed(n, "this option") {
@@ -275,6 +304,43 @@ func (d *decoder) option(n *yaml.Node, kind optionKind) (any, bool) {
 		return m, true
 	}
 	return d.str(n)
+}
+
+// regionOptions are the options a profile's `regions` may set per region.
+var regionOptions = map[string]optionKind{
+	"cluster": optString, "task_definition": optString, "subnets": optStrings, "security_groups": optStrings,
+	"assign_public_ip": optBool, "capacity_provider": optString, "log_group": optString,
+}
+
+// regions decodes `regions: {eu-west-1: {cluster: …, subnets: […]}}`.
+func (d *decoder) regions(n *yaml.Node) (map[string]map[string]any, bool) {
+	known := slices.Sorted(maps.Keys(regionOptions))
+	out := map[string]map[string]any{}
+	for _, r := range d.keyed(n, "regions") {
+		opts := map[string]any{}
+		d.fields(r.val, "region "+r.key.Value, known, func(key string, f field) {
+			if v, ok := d.option(f.val, regionOptions[key]); ok {
+				opts[key] = v
+			}
+		})
+		out[r.key.Value] = opts
+	}
+	return out, true
+}
+
+// Regions returns the regions a profile runs tasks in: its own region (""
+// when it names none: the agent's default) and those of its `regions`.
+func (p *Profile) Regions() []string {
+	out := []string{p.String("region")}
+	if m, ok := p.Options["regions"].(map[string]map[string]any); ok {
+		for r := range m {
+			if r != out[0] {
+				out = append(out, r)
+			}
+		}
+	}
+	slices.Sort(out[1:])
+	return out
 }
 
 func (d *decoder) pool(e field) *Pool {
@@ -305,7 +371,12 @@ func (d *decoder) secretProviders(n *yaml.Node) []*SecretProvider {
 		}
 		for _, item := range list.Content {
 			sp := &SecretProvider{Pos: d.pos(item)}
-			d.fields(item, "secret provider", []string{"type", "prefix", "path"}, func(key string, f field) {
+			var keys []string // the keys given, besides type
+			var regionNode *yaml.Node
+			d.fields(item, "secret provider", []string{"type", "prefix", "path", "region"}, func(key string, f field) {
+				if key != "type" {
+					keys = append(keys, key)
+				}
 				switch key {
 				case "type":
 					sp.Type, _ = d.str(f.val)
@@ -313,33 +384,49 @@ func (d *decoder) secretProviders(n *yaml.Node) []*SecretProvider {
 					sp.Prefix, _ = d.str(f.val)
 				case "path":
 					sp.Path, _ = d.str(f.val)
+				case "region":
+					sp.Region, _ = d.str(f.val)
+					regionNode = f.val
 				}
 			})
+			allowed, known := secretProviderKeys[sp.Type]
+			switch {
+			case sp.Type == "":
+				d.errorf(item, "secret provider needs a type (%s or %s)", strings.Join(secretProviderTypes[:len(secretProviderTypes)-1], ", "), secretProviderTypes[len(secretProviderTypes)-1])
+			case !known:
+				d.errorf(item, "unknown secret provider type %q (types: %s)", sp.Type, strings.Join(secretProviderTypes, ", "))
+			default:
+				for _, k := range keys {
+					if !slices.Contains(allowed, k) {
+						d.errorf(item, "secret provider %s takes %s, not %s", sp.Type, strings.Join(allowed, " and "), k)
+					}
+				}
+			}
 			switch sp.Type {
-			case "env":
+			case SecretEnv:
 				if sp.Prefix == "" {
 					sp.Prefix = "DRAY_SECRET_"
 				}
-				if sp.Path != "" {
-					d.errorf(item, "secret provider env takes prefix, not path")
-				}
-			case "file":
+			case SecretFile:
 				if sp.Path == "" {
 					d.errorf(item, "secret provider file needs path (a directory with one file a secret)")
 				}
-				if sp.Prefix != "" {
-					d.errorf(item, "secret provider file takes path, not prefix")
+			case SecretAWSSSM, SecretAWSSecretsManager:
+				if sp.Type == SecretAWSSSM && strings.Contains(sp.Prefix, "/") && !strings.HasPrefix(sp.Prefix, "/") {
+					d.errorf(item, "secret provider aws_ssm: a prefix with / must start with / (a parameter in a hierarchy has a full name, such as /dray/prod/db_password), not %q", sp.Prefix)
 				}
-			case "":
-				d.errorf(item, "secret provider needs a type (env or file)")
-			default:
-				d.errorf(item, "unknown secret provider type %q (types: env, file)", sp.Type)
+				if sp.Region != "" && !awsRegion.MatchString(sp.Region) {
+					d.errorf(regionNode, "region must be an AWS region such as eu-west-1, not %q", sp.Region)
+				}
 			}
 			out = append(out, sp)
 		}
 	})
 	return out
 }
+
+// awsRegion is what an AWS region name looks like: us-east-1, us-gov-west-1.
+var awsRegion = regexp.MustCompile(`^[a-z]+(-[a-z]+)+-[0-9]+$`)
 
 // Describe names a profile for messages ("fargate (type ecs)").
 func (p *Profile) Describe() string {

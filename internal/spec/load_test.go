@@ -310,7 +310,7 @@ func TestLoadExample(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(items, []any{"a", "b"}) {
 		t.Errorf("score for_each = %v, %v", items, err)
 	}
-	if want := (Resources{CPU: "2", Memory: "8Gi", Region: "eu-west-1", MilliCPU: 2000, MemoryBytes: 8 << 30}); score.Resources != want {
+	if want := (Resources{CPU: "2", Memory: "8Gi", Region: "eu-west-1", RegionPos: score.Resources.RegionPos, MilliCPU: 2000, MemoryBytes: 8 << 30}); score.Resources != want || want.RegionPos.Line == 0 {
 		t.Errorf("score resources = %+v, want %+v", score.Resources, want)
 	}
 	if len(score.Checks) != 2 {

@@ -17,6 +17,7 @@ type Resources struct {
 	CPU         string
 	Memory      string
 	Region      string
+	RegionPos   Pos // where Region was set
 	MilliCPU    int64
 	MemoryBytes int64
 }
@@ -29,7 +30,7 @@ func (r *Resources) merge(o Resources) {
 		r.Memory, r.MemoryBytes = o.Memory, o.MemoryBytes
 	}
 	if o.Region != "" {
-		r.Region = o.Region
+		r.Region, r.RegionPos = o.Region, o.RegionPos
 	}
 }
 
@@ -147,7 +148,7 @@ func (d *decoder) resources(n *yaml.Node) Resources {
 			}
 			r.Memory, r.MemoryBytes = s, b
 		case "region":
-			r.Region = s
+			r.Region, r.RegionPos = s, d.pos(f.val)
 		}
 	})
 	return r

@@ -456,6 +456,10 @@ func (l *loader) resolveTask(d *decoder, p *Pipeline, rt *rawTask, defaults sett
 		return
 	}
 	t.Executor = prof
+	if r := t.Resources.Region; r != "" && (prof.Type == ExecECS || prof.Type == ExecCloudRun) && !slices.Contains(prof.Regions(), r) {
+		d.errorAt(orPos(t.Resources.RegionPos, t.Pos), "task %s: region %s is not one of executor %s's regions (%s): add it under executors.%s.regions in dray.yaml",
+			t.Name, r, prof.Name, strings.Join(slices.DeleteFunc(prof.Regions(), func(s string) bool { return s == "" }), ", "), prof.Name)
+	}
 	if t.IsContainer() && prof.Type == ExecLocal {
 		d.errorAt(orPos(pos, t.Pos), "task %s has an image, but executor %s runs local processes: set executor to docker or another container executor", t.Name, prof.Describe())
 	}

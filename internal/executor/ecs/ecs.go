@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/aws/smithy-go"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/dray-dev/dray/internal/executor"
 )
@@ -63,6 +66,10 @@ const (
 	defaultStartTimeout = 10 * time.Minute
 	defaultLogDrain     = 2 * time.Minute
 	defaultRunBackoff   = time.Second
+	maxRunBackoff       = 30 * time.Second
+	// defaultRunTaskRate is RunTask's sustained rate in a region (AWS
+	// allows 20 a second with bursts of 100 per account and region).
+	defaultRunTaskRate = 20
 	// runTaskTries is how often RunTask is tried while it answers failures
 	// (no capacity, no memory): they are often gone a few seconds later.
 	runTaskTries = 5
@@ -86,6 +93,10 @@ type Config struct {
 	// Clusters are clusters Orphans looks at besides those this executor has
 	// used; the command passes those of the ECS profiles.
 	Clusters []Cluster
+	// RunTaskRate is how many RunTask calls a second the executor makes in
+	// one region, in bursts of at most as many; zero means 20. Agents of one
+	// account share AWS's limit: give each a part of it.
+	RunTaskRate float64
 }
 
 // Cluster names a cluster of a region.
@@ -103,6 +114,7 @@ type Executor struct {
 	logPoll    time.Duration
 	logDrain   time.Duration // how long a stopped task's log is retried
 	runBackoff time.Duration // the first wait after a RunTask failure
+	runRate    float64       // RunTask calls a second, per region
 
 	ctx    context.Context // ends at Close; bounds pollers and handles
 	cancel context.CancelFunc
@@ -113,11 +125,14 @@ type Executor struct {
 	pollers   map[Cluster]*poller
 	known     map[Cluster]bool          // clusters used, for Orphans
 	revisions map[string]*revisionEntry // image revisions, by region, family and image
+	defs      map[string]describedDef   // task definitions, by region and name
+	defGroup  singleflight.Group        // one DescribeTaskDefinition a name at once
 }
 
 type regionClients struct {
 	ecs  *ecs.Client
 	logs *cloudwatchlogs.Client
+	runs *rate.Limiter // RunTask's token bucket in the region
 }
 
 var (
@@ -130,10 +145,10 @@ func New(cfg Config) *Executor {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Executor{
 		log: cfg.Logger, clientsFn: cfg.Clients, poll: cfg.Poll, logPoll: cfg.LogPoll,
-		logDrain: defaultLogDrain, runBackoff: defaultRunBackoff,
+		logDrain: defaultLogDrain, runBackoff: defaultRunBackoff, runRate: cfg.RunTaskRate,
 		ctx: ctx, cancel: cancel,
 		clients: map[string]*regionClients{}, pollers: map[Cluster]*poller{},
-		known: map[Cluster]bool{}, revisions: map[string]*revisionEntry{},
+		known: map[Cluster]bool{}, revisions: map[string]*revisionEntry{}, defs: map[string]describedDef{},
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -146,6 +161,9 @@ func New(cfg Config) *Executor {
 	}
 	if e.logPoll <= 0 {
 		e.logPoll = defaultLogPoll
+	}
+	if e.runRate <= 0 {
+		e.runRate = defaultRunTaskRate
 	}
 	for _, c := range cfg.Clusters {
 		e.known[c] = true
@@ -185,7 +203,7 @@ func (e *Executor) clientsOf(region string) (*regionClients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("AWS clients of region %q: %w", region, err)
 	}
-	c := &regionClients{ecs: ec, logs: lc}
+	c := &regionClients{ecs: ec, logs: lc, runs: rate.NewLimiter(rate.Limit(e.runRate), max(int(e.runRate), 1))}
 	e.clients[region] = c
 	return c, nil
 }
@@ -207,14 +225,16 @@ func (e *Executor) start(ctx context.Context, spec *executor.Spec, sink executor
 	if sink == nil {
 		sink = executor.LogFunc(func(executor.Line) {})
 	}
-	opts, err := parseOptions(spec.Options)
+	opts, err := parseOptions(spec.Options, spec.Resources.Region)
 	if err != nil {
 		return nil, err
 	}
-	region := spec.Resources.Region
-	if region == "" {
-		region = opts.region
+	if len(spec.Secrets) > 0 && !opts.allowSecretOverrides {
+		return nil, fmt.Errorf("the task puts secrets into %s, which would go into RunTask's overrides, where anyone allowed ecs:DescribeTasks reads them: "+
+			"give them to the container through the task definition's secrets (valueFrom), or set allow_secret_overrides: true on the profile",
+			strings.Join(spec.Secrets, ", "))
 	}
+	region := opts.region
 	cl, err := e.clientsOf(region)
 	if err != nil {
 		return nil, err
@@ -224,7 +244,7 @@ func (e *Executor) start(ctx context.Context, spec *executor.Spec, sink executor
 		return nil, err
 	}
 	in := runTaskInput(spec, opts, td)
-	task, err := e.runTask(ctx, cl.ecs, in)
+	task, err := e.runTask(ctx, cl, in, spec.AttemptID)
 	if err != nil {
 		return nil, err
 	}
@@ -343,15 +363,32 @@ func tagText(s string, n int) string {
 	return out
 }
 
-// runTask calls RunTask, trying again with back-off while ECS answers
-// failures (no capacity or memory for now), bounded by ctx.
-func (e *Executor) runTask(ctx context.Context, cli *ecs.Client, in *ecs.RunTaskInput) (ecstypes.Task, error) {
-	wait := e.runBackoff
+// runTask starts the task, waiting for the region's RunTask token bucket
+// first. It tries again, with back-off, while ECS answers failures (no
+// capacity, no memory) up to runTaskTries times, and while RunTask is
+// throttled or fails on its side for as long as ctx lasts: throttling
+// delays an attempt, it never fails it. A ClientToken makes a call the SDK
+// or this loop sends again start at most one task.
+func (e *Executor) runTask(ctx context.Context, cl *regionClients, in *ecs.RunTaskInput, attempt int64) (ecstypes.Task, error) {
+	nonce := strconv.FormatUint(rand.Uint64(), 36)
+	failWait, errWait := e.runBackoff, e.runBackoff
 	var reasons []string
-	for try := 1; ; try++ {
-		out, err := cli.RunTask(ctx, in)
+	for round := 1; ; {
+		if err := cl.runs.Wait(ctx); err != nil {
+			return ecstypes.Task{}, fmt.Errorf("run task: waiting for the RunTask rate: %w", err)
+		}
+		in.ClientToken = aws.String(fmt.Sprintf("dray-%d-%s-%d", attempt, nonce, round))
+		out, err := cl.ecs.RunTask(ctx, in)
 		if err != nil {
-			return ecstypes.Task{}, awsError("run task", err)
+			if !transient(err) || ctx.Err() != nil {
+				return ecstypes.Task{}, awsError("run task", err)
+			}
+			e.log.Info("RunTask throttled or failed on the AWS side; trying again", "err", err, "wait", errWait)
+			if err := sleep(ctx, errWait); err != nil {
+				return ecstypes.Task{}, fmt.Errorf("run task: %v; gave up: %w", awsError("run task", err), err)
+			}
+			errWait = min(errWait*2, maxRunBackoff)
+			continue
 		}
 		if len(out.Tasks) > 0 {
 			return out.Tasks[0], nil
@@ -367,20 +404,66 @@ func (e *Executor) runTask(ctx context.Context, cli *ecs.Client, in *ecs.RunTask
 		if len(reasons) == 0 {
 			reasons = append(reasons, "no task and no failure in the answer")
 		}
-		if try >= runTaskTries {
-			break
+		if round >= runTaskTries {
+			return ecstypes.Task{}, fmt.Errorf("run task: ECS could not place it after %d tries: %s", runTaskTries, strings.Join(reasons, ", "))
 		}
-		e.log.Info("RunTask answered failures; trying again", "reasons", reasons, "try", try, "wait", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ecstypes.Task{}, fmt.Errorf("run task: %s; gave up: %w", strings.Join(reasons, ", "), ctx.Err())
+		e.log.Info("RunTask answered failures; trying again", "reasons", reasons, "try", round, "wait", failWait)
+		if err := sleep(ctx, failWait); err != nil {
+			return ecstypes.Task{}, fmt.Errorf("run task: %s; gave up: %w", strings.Join(reasons, ", "), err)
 		}
-		wait *= 2
+		failWait = min(failWait*2, maxRunBackoff)
+		round++ // a new token: the last call surely started nothing
 	}
-	return ecstypes.Task{}, fmt.Errorf("run task: ECS could not place it after %d tries: %s", runTaskTries, strings.Join(reasons, ", "))
+}
+
+// throttleBackoff is the first wait of call after AWS throttled it.
+var throttleBackoff = 200 * time.Millisecond
+
+// call calls f until it succeeds, fails for good, or ctx ends, waiting with
+// back-off (up to 30s) while AWS throttles it or fails on its side, past
+// the SDK's own retries: throttling slows the executor down, it does not
+// fail attempts.
+func call[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	wait := throttleBackoff
+	for {
+		out, err := f(ctx)
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return out, err
+		}
+		if sleep(ctx, wait) != nil {
+			return out, err
+		}
+		wait = min(wait*2, maxRunBackoff)
+	}
+}
+
+// sleep waits for d or until ctx ends, and then returns its error.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// transient reports whether AWS answered that it is throttling or failed
+// itself. An error without an answer (no credentials, the network after the
+// SDK's own retries) is not: the attempt fails with it and dray's retries
+// take over.
+func transient(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.ErrorCode() {
+	case "ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException",
+		"ServerException", "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure":
+		return true
+	}
+	return ae.ErrorFault() == smithy.FaultServer
 }
 
 // APIError is an error an AWS API answered, such as

@@ -43,11 +43,15 @@ type env struct {
 	clients func(region string) (*ecs.Client, *cloudwatchlogs.Client, error)
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, configure ...func(*awsfake.Config)) *env {
 	t.Helper()
 	cli := dockertest.Client(t)
 	image := dockertest.BusyboxImage(t)
-	fake := awsfake.New(awsfake.Config{Docker: cli, Logger: testLogger(t), Images: map[string]string{"busybox": image, otherImage: image}})
+	cfg := awsfake.Config{Docker: cli, Logger: testLogger(t), Images: map[string]string{"busybox": image, otherImage: image}}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	fake := awsfake.New(cfg)
 	srv := httptest.NewServer(fake)
 	t.Cleanup(func() {
 		srv.Close()
@@ -236,7 +240,7 @@ func TestRunTaskInput(t *testing.T) {
 	opts, err := parseOptions(map[string]any{
 		"task_definition": "etl", "capacity_provider": "spot", "subnets": []any{"s"}, "assign_public_ip": true,
 		"tags": map[string]any{"team": "data"},
-	})
+	}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,5 +456,164 @@ func TestLogsUnavailable(t *testing.T) {
 	res := wait(t, h, rec)
 	if res.Reason != "exit 4" || !slices.Equal(rec.Texts(executor.Stdout), []string{"a", "b"}) {
 		t.Fatalf("result %+v, lines %q; want exit 4 with a, b", res, rec.Texts(executor.Stdout))
+	}
+}
+
+// TestThrottledRunTask: RunTask throttled past the SDK's own retries delays
+// the attempt; it does not fail it.
+func TestThrottledRunTask(t *testing.T) {
+	e := newEnv(t)
+	x := e.newExec(t)
+	e.fake.SetFaults(awsfake.Faults{ThrottleRate: 1})
+	time.AfterFunc(2*time.Second, func() { e.fake.SetFaults(awsfake.Faults{}) })
+	calls := func() int { return e.fake.Calls("DescribeTaskDefinition") + e.fake.Calls("RunTask") }
+	before := calls()
+	h, rec := start(t, x, e.spec(`echo through`))
+	if res := wait(t, h, rec); res.Reason != "" || !slices.Equal(rec.Texts(executor.Stdout), []string{"through"}) {
+		t.Fatalf("result %+v, lines %q; want success", res, rec.Texts(executor.Stdout))
+	}
+	// The SDK tries 10 times a call; more calls mean the executor went on.
+	if n := calls() - before; n <= 11 {
+		t.Fatalf("DescribeTaskDefinition and RunTask called %d times; want more than the SDK's 10 tries and one more", n)
+	}
+}
+
+// TestLostRunTaskAnswer: a RunTask whose answer is lost is sent again with
+// the same clientToken and starts one task, not two.
+func TestLostRunTaskAnswer(t *testing.T) {
+	e := newEnv(t)
+	family := e.register(t, "lost-answer", "busybox")
+	x := e.newExec(t)
+	e.fake.SetFaults(awsfake.Faults{LostRunTaskAnswers: 1})
+	spec := e.spec(`echo once`)
+	spec.Options["task_definition"] = family
+	h, rec := start(t, x, spec)
+	if res := wait(t, h, rec); res.Reason != "" {
+		t.Fatalf("result %+v; want success", res)
+	}
+	out, err := e.ecs.ListTasks(testCtx(t), &ecs.ListTasksInput{Family: aws.String(family), DesiredStatus: ecstypes.DesiredStatusStopped})
+	if err != nil || len(out.TaskArns) != 1 {
+		t.Fatalf("tasks of %s: %v, %v; want one", family, out.TaskArns, err)
+	}
+}
+
+// TestRunTaskRate: the token bucket spaces RunTask calls at the configured
+// rate after the first burst.
+func TestRunTaskRate(t *testing.T) {
+	e := newEnv(t)
+	x := New(Config{Logger: testLogger(t), Clients: e.clients, Poll: 200 * time.Millisecond, LogPoll: 200 * time.Millisecond, RunTaskRate: 2})
+	t.Cleanup(func() { x.Close() })
+	begin := time.Now()
+	for range 5 {
+		start(t, x, e.spec(`true`))
+	}
+	// A burst of 2, then one call every 500ms: at least 1.5s for 5.
+	if d := time.Since(begin); d < 1400*time.Millisecond {
+		t.Fatalf("5 starts at 2 a second took %v; want at least 1.5s", d)
+	}
+}
+
+func TestRegions(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.ecs.CreateCluster(testCtx(t), &ecs.CreateClusterInput{ClusterName: aws.String("data-eu")}); err != nil {
+		t.Fatal(err)
+	}
+	x := e.newExec(t)
+	withRegions := func(region string) *executor.Spec {
+		spec := e.spec(`echo in eu`)
+		spec.Options["region"] = awsfake.Region
+		spec.Options["regions"] = map[string]any{"eu-west-1": map[string]any{"cluster": "data-eu", "subnets": []any{"subnet-eu"}}}
+		spec.Resources.Region = region
+		return spec
+	}
+	t.Run("a region of the profile", func(t *testing.T) {
+		h, rec := start(t, x, withRegions("eu-west-1"))
+		if res := wait(t, h, rec); res.Reason != "" {
+			t.Fatalf("result %+v; want success", res)
+		}
+		var st state
+		if err := json.Unmarshal(h.State(), &st); err != nil || st.Cluster != "data-eu" || st.Region != "eu-west-1" {
+			t.Fatalf("state %s (%v); want cluster data-eu in eu-west-1", h.State(), err)
+		}
+		out, err := e.ecs.DescribeTasks(testCtx(t), &ecs.DescribeTasksInput{Cluster: aws.String("data-eu"), Tasks: []string{st.Task}})
+		if err != nil || len(out.Tasks) != 1 {
+			t.Fatalf("describe the task in data-eu: %v, %+v", err, out)
+		}
+	})
+	t.Run("a region the profile lacks", func(t *testing.T) {
+		_, err := x.Start(testCtx(t), withRegions("ap-south-1"), nil)
+		if err == nil || !strings.Contains(err.Error(), "region ap-south-1 is not one of the profile's regions (eu-west-1)") {
+			t.Fatalf("Start: %v; want an error naming the region and the profile's regions", err)
+		}
+	})
+}
+
+func TestSecretsInOverrides(t *testing.T) {
+	e := newEnv(t)
+	x := e.newExec(t)
+	spec := e.spec(`echo "$TOKEN" | wc -c`)
+	spec.Env = map[string]string{"TOKEN": "s3cr3t"}
+	spec.Secrets = []string{"TOKEN"}
+	calls := e.fake.Calls("RunTask")
+	_, err := x.Start(testCtx(t), spec, nil)
+	if err == nil || !strings.Contains(err.Error(), "puts secrets into TOKEN") || !strings.Contains(err.Error(), "allow_secret_overrides") {
+		t.Fatalf("Start: %v; want a refusal naming TOKEN and allow_secret_overrides", err)
+	}
+	if n := e.fake.Calls("RunTask") - calls; n != 0 {
+		t.Fatalf("RunTask called %d times; want none", n)
+	}
+	spec.Options["allow_secret_overrides"] = true
+	h, rec := start(t, x, spec)
+	if res := wait(t, h, rec); res.Reason != "" || !slices.Equal(rec.Texts(executor.Stdout), []string{"7"}) {
+		t.Fatalf("result %+v, lines %q; want success printing 7", res, rec.Texts(executor.Stdout))
+	}
+}
+
+func TestWrongCredentials(t *testing.T) {
+	e := newEnv(t, func(c *awsfake.Config) { c.AccessKeys = []string{"AKID"} })
+	wrong := func(region string) (*ecs.Client, *cloudwatchlogs.Client, error) {
+		cfg := aws.Config{Region: awsfake.Region, Credentials: credentials.NewStaticCredentialsProvider("AKIAWRONG", "SECRET", "")}
+		return ecs.NewFromConfig(cfg, func(o *ecs.Options) { o.BaseEndpoint = aws.String(e.url) }),
+			cloudwatchlogs.NewFromConfig(cfg, func(o *cloudwatchlogs.Options) { o.BaseEndpoint = aws.String(e.url) }), nil
+	}
+	x := New(Config{Logger: testLogger(t), Clients: wrong})
+	t.Cleanup(func() { x.Close() })
+	_, err := x.Start(testCtx(t), e.spec("true"), nil)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Code != "UnrecognizedClientException" || !strings.Contains(err.Error(), "security token included in the request is invalid") {
+		t.Fatalf("Start with wrong credentials: %v; want UnrecognizedClientException", err)
+	}
+}
+
+// TestExpiredTokenMidRun: credentials that expire while a task runs delay
+// what the executor learns (and say so in the log); once they are renewed
+// the task ends as it did, with every line.
+func TestExpiredTokenMidRun(t *testing.T) {
+	e := newEnv(t)
+	x := e.newExec(t)
+	h, rec := start(t, x, e.spec(`echo before; sleep 2; echo after`))
+	if err := rec.WaitFor(testCtx(t), executor.Stdout, "before"); err != nil {
+		t.Fatal(err)
+	}
+	e.fake.SetFaults(awsfake.Faults{ExpiredToken: true})
+	if err := rec.WaitFor(testCtx(t), executor.Stderr, "dray: cannot describe the ECS task (describe tasks: ExpiredTokenException: The security token included in the request is expired); trying again every 30s"); err != nil {
+		t.Fatalf("%v; stderr %q", err, rec.Texts(executor.Stderr))
+	}
+	time.Sleep(3 * time.Second) // the task ends meanwhile
+	e.fake.SetFaults(awsfake.Faults{})
+	res := wait(t, h, rec)
+	if res.Reason != "" || !slices.Equal(rec.Texts(executor.Stdout), []string{"before", "after"}) {
+		t.Fatalf("result %+v, lines %q; want success with before, after", res, rec.Texts(executor.Stdout))
+	}
+}
+
+func TestSubnetOfAnotherRegion(t *testing.T) {
+	e := newEnv(t, func(c *awsfake.Config) { c.Subnets = []string{"subnet-1"} })
+	spec := e.spec("true")
+	spec.Options["subnets"] = []any{"subnet-eu"}
+	_, err := e.newExec(t).Start(testCtx(t), spec, nil)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Code != "InvalidParameterException" || !strings.Contains(err.Error(), "The subnet ID 'subnet-eu' does not exist") {
+		t.Fatalf("Start with a subnet the region lacks: %v; want InvalidParameterException naming it", err)
 	}
 }

@@ -54,6 +54,7 @@ type handle struct {
 	task    *ecstypes.Task // as last described
 	misses  int            // polls in a row that did not find the task
 	missWhy string         // the reason of the last miss
+	trouble string         // why the task cannot be described now, or ""
 }
 
 // follow returns a handle of the task in st, following it from now on.
@@ -106,8 +107,10 @@ func (h *handle) Stop(ctx context.Context, grace time.Duration) error {
 }
 
 func (h *handle) stopTask(ctx context.Context, reason string) error {
-	_, err := h.ecs.StopTask(ctx, &ecs.StopTaskInput{
-		Cluster: aws.String(h.st.Cluster), Task: aws.String(h.st.Task), Reason: aws.String(reason),
+	_, err := call(ctx, func(ctx context.Context) (*ecs.StopTaskOutput, error) {
+		return h.ecs.StopTask(ctx, &ecs.StopTaskInput{
+			Cluster: aws.String(h.st.Cluster), Task: aws.String(h.st.Task), Reason: aws.String(reason),
+		})
 	})
 	if err != nil {
 		return awsError("stop task "+taskID(h.st.Task), err)
@@ -130,6 +133,18 @@ func (h *handle) missing(reason string) {
 	h.missWhy = reason
 	h.mu.Unlock()
 	h.notify()
+}
+
+// setTrouble records why the poller cannot describe the task ("" once it
+// can again); run writes a new trouble into the task's log.
+func (h *handle) setTrouble(msg string) {
+	h.mu.Lock()
+	changed := h.trouble != msg
+	h.trouble = msg
+	h.mu.Unlock()
+	if changed {
+		h.notify()
+	}
 }
 
 func (h *handle) notify() {
@@ -159,6 +174,7 @@ func (h *handle) run() {
 	defer logTick.Stop()
 	startTimer := time.NewTimer(h.startTimeout)
 	defer startTimer.Stop()
+	told := "" // the trouble last written into the log
 	for {
 		select {
 		case <-ctx.Done():
@@ -179,6 +195,13 @@ func (h *handle) run() {
 			}
 		case <-h.changed:
 			task, misses, why := h.snapshot()
+			h.mu.Lock()
+			trouble := h.trouble
+			h.mu.Unlock()
+			if trouble != "" && trouble != told {
+				h.logs.sink.Line(executor.Line{Time: time.Now(), Stream: executor.Stderr, Text: "dray: " + trouble})
+			}
+			told = trouble
 			if misses >= missingPolls {
 				h.err = fmt.Errorf("ECS task %s: %s: %w", taskID(h.st.Task), why, executor.ErrLost)
 				return

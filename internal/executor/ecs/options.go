@@ -3,6 +3,9 @@ package ecs
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -18,12 +21,25 @@ type options struct {
 	tags                                       map[string]string
 	taskRoleARN, executionRoleARN              string
 	startTimeout                               time.Duration
+	// allowSecretOverrides lets secrets go into RunTask's overrides, where
+	// anyone who may describe the task reads them.
+	allowSecretOverrides bool
 }
 
 // parseOptions decodes the options as the spec package and the agent pass
 // them: strings, []string or []any of strings, bools, numbers as int or
-// float64, durations as time.Duration or float64 nanoseconds.
-func parseOptions(m map[string]any) (options, error) {
+// float64, durations as time.Duration or float64 nanoseconds. A region other
+// than the profile's own takes its settings from the profile's regions.
+func parseOptions(m map[string]any, region string) (options, error) {
+	if region != "" && region != m["region"] {
+		rs, err := regionSettings(m["regions"], region)
+		if err != nil {
+			return options{}, fmt.Errorf("ECS profile options: %w", err)
+		}
+		m = maps.Clone(m)
+		maps.Copy(m, rs)
+		m["region"] = region
+	}
 	o := options{cluster: "default", launchType: "FARGATE", startTimeout: defaultStartTimeout}
 	var errs []error
 	str := func(key string, dst *string) {
@@ -77,6 +93,13 @@ func parseOptions(m map[string]any) (options, error) {
 	default:
 		errs = append(errs, fmt.Errorf("option assign_public_ip: want a bool, not %T", v))
 	}
+	switch v := m["allow_secret_overrides"].(type) {
+	case nil:
+	case bool:
+		o.allowSecretOverrides = v
+	default:
+		errs = append(errs, fmt.Errorf("option allow_secret_overrides: want a bool, not %T", v))
+	}
 	switch v := m["ephemeral_storage"].(type) {
 	case nil:
 	case int:
@@ -127,4 +150,34 @@ func parseOptions(m map[string]any) (options, error) {
 		return o, fmt.Errorf("ECS profile options: %w", err)
 	}
 	return o, nil
+}
+
+// regionSettings returns the profile's settings of region from its
+// `regions` option: map[string]map[string]any as the spec package decodes
+// it, or map[string]any of map[string]any after a trip through JSON.
+func regionSettings(v any, region string) (map[string]any, error) {
+	var names []string
+	switch rs := v.(type) {
+	case map[string]map[string]any:
+		if s, ok := rs[region]; ok {
+			return s, nil
+		}
+		names = slices.Sorted(maps.Keys(rs))
+	case map[string]any:
+		if s, ok := rs[region]; ok {
+			m, ok := s.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("option regions.%s: want a mapping, not %T", region, s)
+			}
+			return m, nil
+		}
+		names = slices.Sorted(maps.Keys(rs))
+	case nil:
+	default:
+		return nil, fmt.Errorf("option regions: want a mapping of regions, not %T", v)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("region %s is not the profile's region and the profile has no regions", region)
+	}
+	return nil, fmt.Errorf("region %s is not one of the profile's regions (%s)", region, strings.Join(names, ", "))
 }

@@ -2,6 +2,9 @@ package ecs
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -73,11 +76,17 @@ func (p *poller) run() {
 			return
 		}
 		if err := p.describe(p.e.ctx, arns); err != nil {
-			// Throttling and outages must not fail a task: back off and ask again.
+			// Throttling, outages and expired credentials must not fail a
+			// task: back off and ask again. What is not throttling goes
+			// into the tasks' logs too, so that a user sees why they wait.
 			wait = min(wait*2, maxPollWait)
 			log.Warn("describe ECS tasks; trying again", "err", err, "wait", wait)
+			if !transient(err) {
+				p.tell(fmt.Sprintf("cannot describe the ECS task (%v); trying again every %s", err, maxPollWait))
+			}
 		} else {
 			wait = p.e.poll
+			p.tell("")
 		}
 		t.Reset(wait)
 	}
@@ -98,6 +107,16 @@ func (p *poller) arns() []string {
 		arns = append(arns, arn)
 	}
 	return arns
+}
+
+// tell gives every handle the poller's trouble, "" once it is over.
+func (p *poller) tell(trouble string) {
+	p.e.mu.Lock()
+	hs := slices.Collect(maps.Values(p.handles))
+	p.e.mu.Unlock()
+	for _, h := range hs {
+		h.setTrouble(trouble)
+	}
 }
 
 func (p *poller) handle(arn string) *handle {

@@ -39,7 +39,7 @@ func (e *Executor) recover(ctx context.Context, spec *executor.Spec, raw []byte,
 	if sink == nil {
 		sink = executor.LogFunc(func(executor.Line) {})
 	}
-	opts, err := parseOptions(spec.Options)
+	opts, err := parseOptions(spec.Options, spec.Resources.Region)
 	if err != nil {
 		return nil, err
 	}
@@ -50,10 +50,7 @@ func (e *Executor) recover(ctx context.Context, spec *executor.Spec, raw []byte,
 		}
 	}
 	if st.Task == "" {
-		st = state{Cluster: opts.cluster, Region: spec.Resources.Region}
-		if st.Region == "" {
-			st.Region = opts.region
-		}
+		st = state{Cluster: opts.cluster, Region: opts.region}
 	}
 	cl, err := e.clientsOf(st.Region)
 	if err != nil {

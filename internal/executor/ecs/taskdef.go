@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
@@ -41,26 +42,63 @@ type revisionEntry struct {
 	arn string
 }
 
+// defCacheTTL is how long a described task definition is used again: a
+// fan-out of 500 attempts describes it once, and a new revision is seen
+// within this time.
+const defCacheTTL = 30 * time.Second
+
+type describedDef struct {
+	out *ecs.DescribeTaskDefinitionOutput
+	at  time.Time
+}
+
+// baseDefinition describes the profile's task definition (for a family,
+// its newest ACTIVE revision not registered by dray for an image), from a
+// cache of defCacheTTL; concurrent misses make one call.
+func (e *Executor) baseDefinition(ctx context.Context, cli *ecs.Client, region, name string) (*ecs.DescribeTaskDefinitionOutput, error) {
+	key := region + "|" + name
+	e.mu.Lock()
+	d, ok := e.defs[key]
+	e.mu.Unlock()
+	if ok && time.Since(d.at) < defCacheTTL {
+		return d.out, nil
+	}
+	v, err, _ := e.defGroup.Do(key, func() (any, error) {
+		out, err := call(ctx, func(ctx context.Context) (*ecs.DescribeTaskDefinitionOutput, error) {
+			return cli.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{
+				TaskDefinition: aws.String(name),
+				Include:        []ecstypes.TaskDefinitionField{ecstypes.TaskDefinitionFieldTags},
+			})
+		})
+		if err != nil {
+			return nil, awsError("describe task definition "+name, err)
+		}
+		if hasTag(out.Tags, TagImageHash) && !strings.Contains(name, ":") {
+			// The family's latest revision is one registered for another
+			// attempt's image; the profile means the newest of its own.
+			if out, err = baseRevision(ctx, cli, name); err != nil {
+				return nil, err
+			}
+		}
+		e.mu.Lock()
+		e.defs[key] = describedDef{out: out, at: time.Now()}
+		e.mu.Unlock()
+		return out, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*ecs.DescribeTaskDefinitionOutput), nil
+}
+
 // taskDefinition resolves the profile's task definition and, when image is
 // set and is not the container's image, the revision that runs image.
 func (e *Executor) taskDefinition(ctx context.Context, cli *ecs.Client, region string, opts options, image string) (*taskDef, error) {
-	out, err := cli.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{
-		TaskDefinition: aws.String(opts.taskDefinition),
-		Include:        []ecstypes.TaskDefinitionField{ecstypes.TaskDefinitionFieldTags},
-	})
+	base, err := e.baseDefinition(ctx, cli, region, opts.taskDefinition)
 	if err != nil {
-		return nil, awsError("describe task definition "+opts.taskDefinition, err)
+		return nil, err
 	}
-	def, tags := out.TaskDefinition, out.Tags
-	if hasTag(tags, TagImageHash) && !strings.Contains(opts.taskDefinition, ":") {
-		// The family's latest revision is one registered for another
-		// attempt's image; the profile means the newest of its own.
-		out, err = baseRevision(ctx, cli, opts.taskDefinition)
-		if err != nil {
-			return nil, err
-		}
-		def, tags = out.TaskDefinition, out.Tags
-	}
+	def, tags := base.TaskDefinition, base.Tags
 	c, err := pickContainer(def, opts.container)
 	if err != nil {
 		return nil, fmt.Errorf("task definition %s: %w", opts.taskDefinition, err)
@@ -168,7 +206,7 @@ func familyRevisions(ctx context.Context, cli *ecs.Client, family string) ([]str
 		FamilyPrefix: aws.String(family), Status: ecstypes.TaskDefinitionStatusActive, Sort: ecstypes.SortOrderDesc,
 	})
 	for p.HasMorePages() && len(arns) < maxRevisionsSearched {
-		out, err := p.NextPage(ctx)
+		out, err := call(ctx, func(ctx context.Context) (*ecs.ListTaskDefinitionsOutput, error) { return p.NextPage(ctx) })
 		if err != nil {
 			return nil, awsError("list task definitions of "+family, err)
 		}
@@ -190,8 +228,10 @@ func baseRevision(ctx context.Context, cli *ecs.Client, family string) (*ecs.Des
 		return nil, err
 	}
 	for _, arn := range arns {
-		out, err := cli.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{
-			TaskDefinition: aws.String(arn), Include: []ecstypes.TaskDefinitionField{ecstypes.TaskDefinitionFieldTags},
+		out, err := call(ctx, func(ctx context.Context) (*ecs.DescribeTaskDefinitionOutput, error) {
+			return cli.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{
+				TaskDefinition: aws.String(arn), Include: []ecstypes.TaskDefinitionField{ecstypes.TaskDefinitionFieldTags},
+			})
 		})
 		if err != nil {
 			return nil, awsError("describe task definition "+arn, err)
@@ -211,8 +251,10 @@ func findRevision(ctx context.Context, cli *ecs.Client, family, hash string) (st
 		return "", err
 	}
 	for _, arn := range arns {
-		out, err := cli.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{
-			TaskDefinition: aws.String(arn), Include: []ecstypes.TaskDefinitionField{ecstypes.TaskDefinitionFieldTags},
+		out, err := call(ctx, func(ctx context.Context) (*ecs.DescribeTaskDefinitionOutput, error) {
+			return cli.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{
+				TaskDefinition: aws.String(arn), Include: []ecstypes.TaskDefinitionField{ecstypes.TaskDefinitionFieldTags},
+			})
 		})
 		if err != nil {
 			return "", awsError("describe task definition "+arn, err)
@@ -261,7 +303,9 @@ func registerRevision(ctx context.Context, cli *ecs.Client, def *ecstypes.TaskDe
 		InferenceAccelerators:   def.InferenceAccelerators,
 		Tags:                    newTags,
 	}
-	out, err := cli.RegisterTaskDefinition(ctx, in)
+	out, err := call(ctx, func(ctx context.Context) (*ecs.RegisterTaskDefinitionOutput, error) {
+		return cli.RegisterTaskDefinition(ctx, in)
+	})
 	if err != nil {
 		return "", awsError("register task definition "+aws.ToString(def.Family)+" for image "+image, err)
 	}
