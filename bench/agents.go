@@ -25,19 +25,25 @@ type agentProc struct {
 	done   chan struct{}
 }
 
-// startAgents starts n agents of the server, named <prefix>-<i>, with a
-// token of role agent.
+// startAgents starts n agents of the server that run local processes,
+// named <prefix>-<i>, with a token of role agent.
 func (h *harness) startAgents(ctx context.Context, s *serverSetup, prefix string, n, capacity int) ([]*agentProc, error) {
+	return h.startAgentsOf(ctx, s, prefix, n, capacity, "local", nil)
+}
+
+// startAgentsOf starts n agents that run executors (a comma-separated
+// list), with env added to their environment.
+func (h *harness) startAgentsOf(ctx context.Context, s *serverSetup, prefix string, n, capacity int, executors string, env []string) ([]*agentProc, error) {
 	tok, err := createToken(ctx, h.bin, s.dir, sqliteStore, "agent")
 	if err != nil {
 		return nil, err
 	}
 	var out []*agentProc
 	for i := range n {
-		cmd := exec.Command(h.bin, "agent", "--name", fmt.Sprintf("%s-%d", prefix, i), "--executors", "local",
+		cmd := exec.Command(h.bin, "agent", "--name", fmt.Sprintf("%s-%d", prefix, i), "--executors", executors,
 			"--capacity", fmt.Sprint(capacity), "--poll", "10s", "--spool-dir", filepath.Join(h.tmp, "spool"))
 		cmd.Dir = s.dir
-		cmd.Env = append(os.Environ(), "DRAY_SERVER="+s.srv.url, "DRAY_TOKEN="+tok, "NO_COLOR=1")
+		cmd.Env = append(append(os.Environ(), "DRAY_SERVER="+s.srv.url, "DRAY_TOKEN="+tok, "NO_COLOR=1"), env...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		p := &agentProc{cmd: cmd, stderr: &tailBuffer{max: 16 << 10}, done: make(chan struct{})}
 		cmd.Stderr = p.stderr

@@ -52,6 +52,9 @@ type sizes struct {
 
 	// The agent benchmarks (issue 6).
 	claims, agentTasks, logLines, dockerRuns int
+
+	// The ECS benchmark (issue 7): concurrent attempts, each sleeping ecsSleep seconds.
+	ecsTasks, ecsSleep int
 }
 
 var fullSizes = sizes{
@@ -68,6 +71,7 @@ var fullSizes = sizes{
 	idleWait:   10 * time.Second,
 	apiClients: 100, apiRequests: 20_000, apiFor: 10 * time.Second,
 	claims: 100, agentTasks: 1000, logLines: 500_000, dockerRuns: 10,
+	ecsTasks: 500, ecsSleep: 30,
 }
 
 // quickSizes keep the whole run under a minute, as a smoke test of the
@@ -87,6 +91,7 @@ var quickSizes = sizes{
 	idleWait:   2 * time.Second,
 	apiClients: 100, apiRequests: 2000, apiFor: 2 * time.Second,
 	claims: 10, agentTasks: 200, logLines: 50_000, dockerRuns: 2,
+	ecsTasks: 20, ecsSleep: 2,
 }
 
 func (s sizes) runLimit(own time.Duration) time.Duration {
@@ -141,6 +146,7 @@ var benchmarks = []benchmark{
 	{name: "agents-fanout", needs: []string{"floor-par"}, run: (*harness).agentsFanoutBench},
 	{name: "agent-logs", run: (*harness).agentLogsBench},
 	{name: "docker-task", run: (*harness).dockerBench},
+	{name: "ecs-500", run: (*harness).ecsBench},
 }
 
 func main() {
