@@ -15,7 +15,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
-	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/moby/moby/client"
 
 	"github.com/dray-dev/dray/internal/awsfake"
@@ -146,6 +145,18 @@ func (h *harness) ecsBench(ctx context.Context) *result {
 	stopSampling()
 	wg.Wait()
 	if err != nil {
+		// Say why: the distinct reasons of the failed attempts.
+		if atts, aerr := s.api.attempts(ctx, run.ID); aerr == nil {
+			reasons := map[string]int{}
+			for _, a := range atts {
+				if a.State == "failed" {
+					reasons[a.Reason]++
+				}
+			}
+			for r, k := range reasons {
+				err = fmt.Errorf("%w; %d failed: %s", err, k, r)
+			}
+		}
 		return failed(measured, err)
 	}
 	wall := time.Since(t0)
@@ -209,16 +220,7 @@ func ecsSetup(ctx context.Context, url string) error {
 	if _, err := api.CreateCluster(ctx, &ecs.CreateClusterInput{ClusterName: aws.String("bench")}); err != nil {
 		return fmt.Errorf("create cluster: %w", err)
 	}
-	_, err := api.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
-		Family: aws.String("bench"), NetworkMode: ecstypes.NetworkModeAwsvpc,
-		RequiresCompatibilities: []ecstypes.Compatibility{ecstypes.CompatibilityFargate}, Cpu: aws.String("256"), Memory: aws.String("512"),
-		ContainerDefinitions: []ecstypes.ContainerDefinition{{
-			Name: aws.String("main"), Image: aws.String("busybox"), Essential: aws.Bool(true),
-			LogConfiguration: &ecstypes.LogConfiguration{LogDriver: ecstypes.LogDriverAwslogs, Options: map[string]string{
-				"awslogs-group": "bench", "awslogs-stream-prefix": "task", "awslogs-region": awsfake.Region,
-			}},
-		}},
-	})
+	_, err := api.RegisterTaskDefinition(ctx, awsfake.FargateTaskDefinition("bench", "busybox", "bench"))
 	if err != nil {
 		return fmt.Errorf("register task definition: %w", err)
 	}

@@ -390,6 +390,7 @@ type apiAttempt struct {
 	Index     int        `json:"index"`
 	Number    int        `json:"number"`
 	State     string     `json:"state"`
+	Reason    string     `json:"reason"`
 	CreatedAt time.Time  `json:"created_at"`
 	QueuedAt  *time.Time `json:"queued_at"`
 	ClaimedAt *time.Time `json:"claimed_at"`

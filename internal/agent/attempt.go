@@ -303,17 +303,22 @@ func (r *run) spec(secrets map[string]string) *executor.Spec {
 	if run != w.Run {
 		where = append(where, "run")
 	}
+	image := fill(w.Image)
+	if image != w.Image {
+		where = append(where, "image")
+	}
 	workdir := w.Workdir
 	if w.ExecutorType == spec.ExecLocal && !filepath.IsAbs(workdir) {
 		workdir = filepath.Join(r.a.cfg.Dir, workdir)
 	}
 	return &executor.Spec{
 		AttemptID: at.ID, RunID: at.RunID, Pipeline: at.Pipeline, Task: at.Task, Index: at.Index, Attempt: at.Number,
-		Run: run, Image: fill(w.Image), Command: command, Env: env, Workdir: workdir, Secrets: where,
+		Run: run, Image: image, Command: command, Env: env, Workdir: workdir, Secrets: where,
 		Resources: executor.Resources{MilliCPU: w.Resources.MilliCPU, MemoryBytes: w.Resources.MemoryBytes, Region: w.Resources.Region},
 		Options:   w.Options,
 		Labels: map[string]string{
 			"dray.run": at.RunID, "dray.pipeline": at.Pipeline, "dray.task": at.Task,
+			"dray.index":   strconv.Itoa(at.Index),
 			"dray.attempt": strconv.FormatInt(at.ID, 10), "dray.agent": r.a.cfg.Info.ID,
 		},
 	}

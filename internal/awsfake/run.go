@@ -17,6 +17,11 @@ import (
 // Timeouts of the fake's engine calls.
 const (
 	callTimeout = 30 * time.Second
+	// startTimeout bounds creating and starting a container, which a busy
+	// engine makes slow.
+	startTimeout = 2 * time.Minute
+	// startSlots is how many tasks start their containers at once.
+	startSlots = 4
 	// stopGrace is how long a stopped task's container has between SIGTERM
 	// and SIGKILL. ECS gives 30s by default; tests want it short.
 	stopGrace = 2 * time.Second
@@ -35,6 +40,22 @@ func (s *Server) runTask(t *task) {
 		s.update(t, func() { t.stopped(StopUserInitiated, ReasonUserStopped) })
 		return
 	}
+	// Tasks wait in PROVISIONING for a start slot, as on Fargate, so that
+	// hundreds of tasks do not swamp the engine with container starts.
+	select {
+	case s.startSlots <- struct{}{}:
+	case <-t.stop:
+		s.update(t, func() { t.stopped(StopUserInitiated, ReasonUserStopped) })
+		return
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-s.startSlots
+		}
+	}
+	defer release()
 	s.update(t, func() {
 		t.lastStatus = "PENDING"
 		t.pullStartedAt = time.Now()
@@ -73,6 +94,8 @@ func (s *Server) runTask(t *task) {
 		})
 		return
 	}
+
+	release()
 
 	// The stream exists from the task's start, so that a follower can read
 	// it as soon as the task runs.
@@ -160,7 +183,7 @@ func (s *Server) pull(image, ecsImage string) error {
 // startContainer creates and starts the task's essential container and
 // returns its ID.
 func (s *Server) startContainer(t *task, image string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	cfg := &container.Config{
 		Image:      image,

@@ -30,6 +30,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 	"github.com/moby/moby/client"
 )
 
@@ -107,12 +110,13 @@ type Faults struct {
 
 // Server is the fake. It is an http.Handler and safe for concurrent use.
 type Server struct {
-	id      string
-	docker  *client.Client
-	log     *slog.Logger
-	images  map[string]string
-	keys    []string
-	subnets []string
+	id         string
+	docker     *client.Client
+	log        *slog.Logger
+	images     map[string]string
+	keys       []string
+	subnets    []string
+	startSlots chan struct{} // a token per task starting its container
 
 	mu       sync.Mutex
 	faults   Faults
@@ -144,7 +148,7 @@ func New(cfg Config) *Server {
 		tasks:    map[string]*task{},
 		groups:   map[string]*logGroup{},
 		tags:     map[string]map[string]string{},
-		closed:   make(chan struct{}),
+		closed:   make(chan struct{}), startSlots: make(chan struct{}, startSlots),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -334,4 +338,21 @@ func accessKey(auth string) string {
 	}
 	key, _, _ := strings.Cut(cred, "/")
 	return key
+}
+
+// FargateTaskDefinition is a task definition of family for Fargate: one
+// essential container main running image, logging to logGroup with the
+// stream prefix task (streams task/main/TASK-ID). Tests and the benchmark
+// register it.
+func FargateTaskDefinition(family, image, logGroup string) *ecs.RegisterTaskDefinitionInput {
+	return &ecs.RegisterTaskDefinitionInput{
+		Family: aws.String(family), NetworkMode: ecstypes.NetworkModeAwsvpc,
+		RequiresCompatibilities: []ecstypes.Compatibility{ecstypes.CompatibilityFargate}, Cpu: aws.String("256"), Memory: aws.String("512"),
+		ContainerDefinitions: []ecstypes.ContainerDefinition{{
+			Name: aws.String("main"), Image: aws.String(image), Essential: aws.Bool(true),
+			LogConfiguration: &ecstypes.LogConfiguration{LogDriver: ecstypes.LogDriverAwslogs, Options: map[string]string{
+				"awslogs-group": logGroup, "awslogs-stream-prefix": "task", "awslogs-region": Region,
+			}},
+		}},
+	}
 }

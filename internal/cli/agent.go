@@ -57,11 +57,12 @@ attempts finish for --grace, and hands back the rest.`,
 	f := cmd.Flags()
 	f.StringVar(&o.name, "name", "", "the agent's identity (default: this host's name)")
 	f.StringSliceVar(&o.labels, "labels", nil, "labels this agent offers, such as gpu,eu (an attempt's labels must all be among them)")
-	f.StringSliceVar(&o.executors, "executors", nil, "executor types to offer (default: every one this agent can run: local, docker)")
+	f.StringSliceVar(&o.executors, "executors", nil, "executor types to offer (default: every one this agent can run: local, docker, ecs)")
 	f.IntVar(&o.capacity, "capacity", 4, "how many attempts to run at once")
 	f.DurationVar(&o.grace, "grace", 30*time.Second, "on shutdown, how long running attempts may finish before they are stopped and handed back")
 	f.StringVar(&o.spoolDir, "spool-dir", "", "where log lines wait on disk while the server cannot take them (default: the temporary directory)")
 	f.DurationVar(&o.poll, "poll", 5*time.Second, "how long a claim or heartbeat waits at the server (a long poll)")
+	f.Float64Var(&e.ecsRunRate, "ecs-run-rate", 20, "ECS RunTask calls a second per region, in bursts of as many (agents of one AWS account share AWS's limit: give each a part)")
 	return cmd
 }
 
@@ -83,6 +84,9 @@ func (e *env) runAgent(cmd *cobra.Command, o agentOptions) error {
 	}
 	if o.poll < 100*time.Millisecond || o.poll > time.Minute {
 		return badInputf("--poll %s: want 100ms to 1m", o.poll)
+	}
+	if e.ecsRunRate <= 0 || e.ecsRunRate > 1000 {
+		return badInputf("--ecs-run-rate %g: want more than 0 and at most 1000 calls a second", e.ecsRunRate)
 	}
 	for _, l := range o.labels {
 		if strings.TrimSpace(l) == "" || strings.ContainsAny(l, " \t,") {

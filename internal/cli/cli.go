@@ -71,6 +71,9 @@ func exitCode(err error) int {
 
 // env is what commands read and write besides their flags.
 type env struct {
+	// ecsRunRate is the ECS executor's RunTask calls a second per region
+	// (`dray agent --ecs-run-rate`); zero means its default.
+	ecsRunRate float64
 	// agentLease is how long an agent may be silent before its attempts are
 	// lost (dray server and dray scheduler --agent-lease; 0: the default).
 	agentLease     time.Duration

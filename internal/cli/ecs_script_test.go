@@ -77,16 +77,7 @@ func cmdAWSFake(busybox string) func(ts *testscript.TestScript, neg bool, args [
 			if len(args) != 2 {
 				ts.Fatalf("usage: awsfake register FAMILY")
 			}
-			_, err := api.RegisterTaskDefinition(ctx, &ecs.RegisterTaskDefinitionInput{
-				Family: aws.String(args[1]), NetworkMode: ecstypes.NetworkModeAwsvpc,
-				RequiresCompatibilities: []ecstypes.Compatibility{ecstypes.CompatibilityFargate}, Cpu: aws.String("256"), Memory: aws.String("512"),
-				ContainerDefinitions: []ecstypes.ContainerDefinition{{
-					Name: aws.String("main"), Image: aws.String("busybox"), Essential: aws.Bool(true),
-					LogConfiguration: &ecstypes.LogConfiguration{LogDriver: ecstypes.LogDriverAwslogs, Options: map[string]string{
-						"awslogs-group": "dray", "awslogs-stream-prefix": "task", "awslogs-region": awsfake.Region,
-					}},
-				}},
-			})
+			_, err := api.RegisterTaskDefinition(ctx, awsfake.FargateTaskDefinition(args[1], "busybox", "dray"))
 			ts.Check(err)
 		case "cluster":
 			if len(args) != 2 {

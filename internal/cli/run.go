@@ -138,7 +138,7 @@ func (e *env) executors(cfg *spec.Config) map[string]executor.Executor {
 	return map[string]executor.Executor{
 		spec.ExecLocal:  local.New(local.Config{Logger: e.log}),
 		spec.ExecDocker: docker.New(docker.Config{Logger: e.log}),
-		spec.ExecECS:    ecs.New(ecs.Config{Logger: e.log, Clusters: clusters}),
+		spec.ExecECS:    ecs.New(ecs.Config{Logger: e.log, Clusters: clusters, RunTaskRate: e.ecsRunRate}),
 	}
 }
 

@@ -460,6 +460,9 @@ func (l *loader) resolveTask(d *decoder, p *Pipeline, rt *rawTask, defaults sett
 		d.errorAt(orPos(t.Resources.RegionPos, t.Pos), "task %s: region %s is not one of executor %s's regions (%s): add it under executors.%s.regions in dray.yaml",
 			t.Name, r, prof.Name, strings.Join(slices.DeleteFunc(prof.Regions(), func(s string) bool { return s == "" }), ", "), prof.Name)
 	}
+	if t.Body.Workdir != "" && prof.Type == ExecECS {
+		d.errorAt(orPos(pos, t.Pos), "task %s sets workdir, which executor %s cannot honour: ECS cannot override a container's working directory; set workingDirectory in the task definition, or cd in the command", t.Name, prof.Describe())
+	}
 	if t.IsContainer() && prof.Type == ExecLocal {
 		d.errorAt(orPos(pos, t.Pos), "task %s has an image, but executor %s runs local processes: set executor to docker or another container executor", t.Name, prof.Describe())
 	}

@@ -70,6 +70,11 @@ const (
 	// defaultRunTaskRate is RunTask's sustained rate in a region (AWS
 	// allows 20 a second with bursts of 100 per account and region).
 	defaultRunTaskRate = 20
+	// defaultLogReadRate is GetLogEvents calls a second per region, under
+	// the 25 AWS allows an account.
+	defaultLogReadRate = 20
+	// maxLogWait is the longest wait between reads of a quiet task's log.
+	maxLogWait = 10 * time.Second
 	// runTaskTries is how often RunTask is tried while it answers failures
 	// (no capacity, no memory): they are often gone a few seconds later.
 	runTaskTries = 5
@@ -97,6 +102,9 @@ type Config struct {
 	// one region, in bursts of at most as many; zero means 20. Agents of one
 	// account share AWS's limit: give each a part of it.
 	RunTaskRate float64
+	// LogReadRate is how many GetLogEvents calls a second the executor
+	// makes in one region; zero means 20.
+	LogReadRate float64
 }
 
 // Cluster names a cluster of a region.
@@ -115,6 +123,7 @@ type Executor struct {
 	logDrain   time.Duration // how long a stopped task's log is retried
 	runBackoff time.Duration // the first wait after a RunTask failure
 	runRate    float64       // RunTask calls a second, per region
+	logRate    float64       // GetLogEvents calls a second, per region
 
 	ctx    context.Context // ends at Close; bounds pollers and handles
 	cancel context.CancelFunc
@@ -130,9 +139,10 @@ type Executor struct {
 }
 
 type regionClients struct {
-	ecs  *ecs.Client
-	logs *cloudwatchlogs.Client
-	runs *rate.Limiter // RunTask's token bucket in the region
+	ecs      *ecs.Client
+	logs     *cloudwatchlogs.Client
+	runs     *rate.Limiter // RunTask's token bucket in the region
+	logReads *rate.Limiter // GetLogEvents' token bucket in the region
 }
 
 var (
@@ -145,7 +155,7 @@ func New(cfg Config) *Executor {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Executor{
 		log: cfg.Logger, clientsFn: cfg.Clients, poll: cfg.Poll, logPoll: cfg.LogPoll,
-		logDrain: defaultLogDrain, runBackoff: defaultRunBackoff, runRate: cfg.RunTaskRate,
+		logDrain: defaultLogDrain, runBackoff: defaultRunBackoff, runRate: cfg.RunTaskRate, logRate: cfg.LogReadRate,
 		ctx: ctx, cancel: cancel,
 		clients: map[string]*regionClients{}, pollers: map[Cluster]*poller{},
 		known: map[Cluster]bool{}, revisions: map[string]*revisionEntry{}, defs: map[string]describedDef{},
@@ -164,6 +174,9 @@ func New(cfg Config) *Executor {
 	}
 	if e.runRate <= 0 {
 		e.runRate = defaultRunTaskRate
+	}
+	if e.logRate <= 0 {
+		e.logRate = defaultLogReadRate
 	}
 	for _, c := range cfg.Clusters {
 		e.known[c] = true
@@ -203,7 +216,11 @@ func (e *Executor) clientsOf(region string) (*regionClients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("AWS clients of region %q: %w", region, err)
 	}
-	c := &regionClients{ecs: ec, logs: lc, runs: rate.NewLimiter(rate.Limit(e.runRate), max(int(e.runRate), 1))}
+	c := &regionClients{
+		ecs: ec, logs: lc,
+		runs:     rate.NewLimiter(rate.Limit(e.runRate), max(int(e.runRate), 1)),
+		logReads: rate.NewLimiter(rate.Limit(e.logRate), max(int(e.logRate), 1)),
+	}
 	e.clients[region] = c
 	return c, nil
 }
@@ -238,6 +255,9 @@ func (e *Executor) start(ctx context.Context, spec *executor.Spec, sink executor
 	cl, err := e.clientsOf(region)
 	if err != nil {
 		return nil, err
+	}
+	if spec.Attempt > 1 {
+		e.stopPredecessors(ctx, cl, opts.cluster, spec)
 	}
 	td, err := e.taskDefinition(ctx, cl.ecs, region, opts, spec.Image)
 	if err != nil {

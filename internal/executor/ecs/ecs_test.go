@@ -363,6 +363,18 @@ func TestImageRevision(t *testing.T) {
 	if err != nil || aws.ToString(out.TaskDefinition.ContainerDefinitions[0].Image) != otherImage {
 		t.Fatalf("revision %s: %v, %+v; want image %s", defs[0], err, out, otherImage)
 	}
+
+	// A new revision of the family gets a copy of its own for the image.
+	e.register(t, e.family, "busybox")
+	spec := e.spec(`echo hi`)
+	spec.Image = otherImage
+	h, rec := start(t, e.newExec(t), spec)
+	if res := wait(t, h, rec); res.Reason != "" {
+		t.Fatalf("result %+v; want success", res)
+	}
+	if def := aws.ToString(e.describe(t, taskOf(t, h)).TaskDefinitionArn); def == defs[0] || len(revisions(t, e)) != len(after)+2 {
+		t.Fatalf("after a new base revision the task ran %s (revisions %q); want a new copy of the new revision", def, revisions(t, e))
+	}
 }
 
 func revisions(t *testing.T, e *env) []string {
@@ -596,7 +608,7 @@ func TestExpiredTokenMidRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.fake.SetFaults(awsfake.Faults{ExpiredToken: true})
-	if err := rec.WaitFor(testCtx(t), executor.Stderr, "dray: cannot describe the ECS task (describe tasks: ExpiredTokenException: The security token included in the request is expired); trying again every 30s"); err != nil {
+	if err := rec.WaitFor(testCtx(t), executor.Stderr, "dray: cannot describe the ECS task (describe tasks: ExpiredTokenException: The security token included in the request is expired); trying again, less often each time, at least every 30s"); err != nil {
 		t.Fatalf("%v; stderr %q", err, rec.Texts(executor.Stderr))
 	}
 	time.Sleep(3 * time.Second) // the task ends meanwhile
@@ -615,5 +627,37 @@ func TestSubnetOfAnotherRegion(t *testing.T) {
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Code != "InvalidParameterException" || !strings.Contains(err.Error(), "The subnet ID 'subnet-eu' does not exist") {
 		t.Fatalf("Start with a subnet the region lacks: %v; want InvalidParameterException naming it", err)
+	}
+}
+
+// TestRetryStopsPredecessor: a retry stops the task an earlier attempt of
+// the same task instance left running (its agent was found lost).
+func TestRetryStopsPredecessor(t *testing.T) {
+	e := newEnv(t)
+	x := e.newExec(t)
+	first := e.spec(`echo first; sleep 60`)
+	first.Attempt = 1
+	first.Labels["dray.task"], first.Labels["dray.index"] = "load", "2"
+	h1, rec1 := start(t, x, first)
+	if err := rec1.WaitFor(testCtx(t), executor.Stdout, "first"); err != nil {
+		t.Fatal(err)
+	}
+	sibling := e.spec(`sleep 60`) // another instance of the task: left alone
+	sibling.Labels["dray.task"], sibling.Labels["dray.index"] = "load", "3"
+	hs, _ := start(t, x, sibling)
+
+	retry := e.spec(`echo retry`)
+	retry.Attempt = 2
+	retry.Labels["dray.task"], retry.Labels["dray.index"] = "load", "2"
+	h2, rec2 := start(t, x, retry)
+	if res := wait(t, h2, rec2); res.Reason != "" {
+		t.Fatalf("retry result %+v; want success", res)
+	}
+	res := wait(t, h1, rec1)
+	if !strings.Contains(res.Reason, "dray: attempt 2 of the task replaces it") {
+		t.Fatalf("first attempt's result %+v; want it stopped by the retry", res)
+	}
+	if s := aws.ToString(e.describe(t, taskOf(t, hs)).DesiredStatus); s != "RUNNING" {
+		t.Fatalf("the sibling instance is %s; want RUNNING", s)
 	}
 }

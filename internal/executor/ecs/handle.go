@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	ecstypes "github.com/aws/aws-sdk-go-v2/service/ecs/types"
 
+	"golang.org/x/time/rate"
+
 	"github.com/dray-dev/dray/internal/executor"
 )
 
@@ -65,7 +67,7 @@ func (e *Executor) follow(cl *regionClients, st state, startTimeout time.Duratio
 		log:     e.log.With("task", st.Task),
 		changed: make(chan struct{}, 1), stopped: make(chan struct{}), done: make(chan struct{}),
 	}
-	h.logs = &logFollower{cli: cl.logs, group: st.LogGroup, stream: st.LogStream, sink: sink}
+	h.logs = &logFollower{cli: cl.logs, reads: cl.logReads, group: st.LogGroup, stream: st.LogStream, sink: sink}
 	e.join(cl.ecs, h)
 	e.wg.Add(1)
 	go h.run()
@@ -170,7 +172,12 @@ func (h *handle) run() {
 	defer h.e.leave(h)
 
 	ctx := h.e.ctx
-	logTick := time.NewTicker(h.e.logPoll)
+	// The log is read every logPoll while it grows, less often (up to
+	// maxLogWait) while it does not: a region's reads share a token bucket
+	// (CloudWatch Logs allows an account 25 GetLogEvents a second), which
+	// quiet tasks should not use up.
+	logWait := h.e.logPoll
+	logTick := time.NewTimer(logWait)
 	defer logTick.Stop()
 	startTimer := time.NewTimer(h.startTimeout)
 	defer startTimer.Stop()
@@ -181,18 +188,34 @@ func (h *handle) run() {
 			h.err = fmt.Errorf("follow ECS task %s: the executor was closed: %w", taskID(h.st.Task), executor.ErrLost)
 			return
 		case <-logTick.C:
-			h.readLogs(ctx)
+			switch grew, read := h.readLogs(ctx); {
+			case grew:
+				logWait = h.e.logPoll
+			case read:
+				logWait = min(logWait*2, maxLogWait)
+			}
+			logTick.Reset(logWait)
 		case <-startTimer.C:
 			task, _, _ := h.snapshot()
-			if task == nil || notStarted(task) {
+			if task != nil && !notStarted(task) {
+				continue
+			}
+			// The poller's view may be old (DescribeTasks failing): ask
+			// ECS now, and stop the task only if it has really not started.
+			sctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+			fresh, err := describeTask(sctx, h.ecs, h.st.Cluster, h.st.Task)
+			switch {
+			case err != nil:
+				h.log.Warn("describe ECS task at its start timeout; asking again later", "err", err)
+				startTimer.Reset(maxPollWait)
+			case notStarted(fresh):
 				reason := "dray: did not start within " + formatDuration(h.startTimeout)
 				h.log.Info("ECS task did not start in time; stopping it", "start_timeout", h.startTimeout)
-				sctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
 				if err := h.stopTask(sctx, reason); err != nil {
 					h.log.Warn("stop ECS task that did not start", "err", err)
 				}
-				cancel()
 			}
+			cancel()
 		case <-h.changed:
 			task, misses, why := h.snapshot()
 			h.mu.Lock()
@@ -230,10 +253,20 @@ func notStarted(t *ecstypes.Task) bool {
 
 // readLogs reads what is new in the log. CloudWatch Logs being unreachable
 // must not fail the task: the next tick tries again.
-func (h *handle) readLogs(ctx context.Context) {
-	if _, err := h.logs.read(ctx); err != nil && !isNotFound(err) {
+// It reports whether the log grew, and whether it was read at all (the
+// region's token bucket had a token).
+func (h *handle) readLogs(ctx context.Context) (grew, read bool) {
+	if task, _, _ := h.snapshot(); task == nil || notStarted(task) {
+		return false, false // nothing logs before the task runs
+	}
+	if !h.logs.reads.Allow() {
+		return false, false
+	}
+	grew, err := h.logs.read(ctx)
+	if err != nil && !isNotFound(err) {
 		h.log.Debug("read task log; trying again", "err", err)
 	}
+	return grew, true
 }
 
 // drainLogs reads the log of a stopped task until it stops growing (its
@@ -244,6 +277,9 @@ func (h *handle) drainLogs(ctx context.Context) {
 	same := 0
 	var lastErr error
 	for {
+		if err := h.logs.reads.Wait(ctx); err != nil {
+			return
+		}
 		changed, err := h.logs.read(ctx)
 		switch {
 		case err != nil && !isNotFound(err):
@@ -357,6 +393,7 @@ func formatDuration(d time.Duration) string {
 // logFollower reads a CloudWatch Logs stream forward, from its head.
 type logFollower struct {
 	cli           *cloudwatchlogs.Client
+	reads         *rate.Limiter // the region's GetLogEvents token bucket
 	group, stream string
 	sink          executor.LogSink
 	token         *string // the next forward token; nil before the first read

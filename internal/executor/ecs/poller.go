@@ -82,7 +82,7 @@ func (p *poller) run() {
 			wait = min(wait*2, maxPollWait)
 			log.Warn("describe ECS tasks; trying again", "err", err, "wait", wait)
 			if !transient(err) {
-				p.tell(fmt.Sprintf("cannot describe the ECS task (%v); trying again every %s", err, maxPollWait))
+				p.tell(fmt.Sprintf("cannot describe the ECS task (%v); trying again, less often each time, at least every %s", err, maxPollWait))
 			}
 		} else {
 			wait = p.e.poll

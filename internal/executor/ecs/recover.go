@@ -67,7 +67,9 @@ func (e *Executor) recover(ctx context.Context, spec *executor.Spec, raw []byte,
 	}
 	st.Task = aws.ToString(task.TaskArn)
 	if st.LogGroup == "" || st.LogStream == "" || st.Container == "" {
-		out, err := cl.ecs.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: task.TaskDefinitionArn})
+		out, err := call(ctx, func(ctx context.Context) (*ecs.DescribeTaskDefinitionOutput, error) {
+			return cl.ecs.DescribeTaskDefinition(ctx, &ecs.DescribeTaskDefinitionInput{TaskDefinition: task.TaskDefinitionArn})
+		})
 		if err != nil {
 			return nil, awsError("describe task definition of task "+taskID(st.Task), err)
 		}
@@ -89,8 +91,10 @@ func (e *Executor) recover(ctx context.Context, spec *executor.Spec, raw []byte,
 
 // describeTask describes one task; a task ECS does not know is lost.
 func describeTask(ctx context.Context, cli *ecs.Client, cluster, arn string) (*ecstypes.Task, error) {
-	out, err := cli.DescribeTasks(ctx, &ecs.DescribeTasksInput{
-		Cluster: aws.String(cluster), Tasks: []string{arn}, Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
+	out, err := call(ctx, func(ctx context.Context) (*ecs.DescribeTasksOutput, error) {
+		return cli.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+			Cluster: aws.String(cluster), Tasks: []string{arn}, Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
+		})
 	})
 	if err != nil {
 		return nil, awsError("describe task "+taskID(arn), err)
@@ -130,7 +134,7 @@ func listTasks(ctx context.Context, cli *ecs.Client, cluster string, status ecst
 		Cluster: aws.String(cluster), StartedBy: aws.String(StartedBy), DesiredStatus: status,
 	})
 	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
+		out, err := call(ctx, func(ctx context.Context) (*ecs.ListTasksOutput, error) { return p.NextPage(ctx) })
 		if err != nil {
 			return nil, awsError("list tasks of cluster "+cluster, err)
 		}
@@ -138,8 +142,10 @@ func listTasks(ctx context.Context, cli *ecs.Client, cluster string, status ecst
 	}
 	var tasks []ecstypes.Task
 	for chunk := range slices.Chunk(arns, describeBatch) {
-		out, err := cli.DescribeTasks(ctx, &ecs.DescribeTasksInput{
-			Cluster: aws.String(cluster), Tasks: chunk, Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
+		out, err := call(ctx, func(ctx context.Context) (*ecs.DescribeTasksOutput, error) {
+			return cli.DescribeTasks(ctx, &ecs.DescribeTasksInput{
+				Cluster: aws.String(cluster), Tasks: chunk, Include: []ecstypes.TaskField{ecstypes.TaskFieldTags},
+			})
 		})
 		if err != nil {
 			return nil, awsError("describe tasks of cluster "+cluster, err)
@@ -189,15 +195,17 @@ func (e *Executor) Orphans(ctx context.Context, agentID string, keep func(attemp
 		}
 		for _, t := range tasks {
 			tags := tagsOf(t)
-			if tags[TagAgent] != agentID {
+			if tags[TagAgent] != tagText(agentID, 256) {
 				continue
 			}
 			if id, err := strconv.ParseInt(tags[TagAttempt], 10, 64); err == nil && keep(id) {
 				continue
 			}
 			arn := aws.ToString(t.TaskArn)
-			_, err := cl.ecs.StopTask(ctx, &ecs.StopTaskInput{
-				Cluster: aws.String(c.Cluster), Task: aws.String(arn), Reason: aws.String("dray: orphaned, no attempt holds it"),
+			_, err := call(ctx, func(ctx context.Context) (*ecs.StopTaskOutput, error) {
+				return cl.ecs.StopTask(ctx, &ecs.StopTaskInput{
+					Cluster: aws.String(c.Cluster), Task: aws.String(arn), Reason: aws.String("dray: orphaned, no attempt holds it"),
+				})
 			})
 			if err != nil {
 				errs = append(errs, awsError("stop orphan task "+arn, err))
@@ -208,4 +216,43 @@ func (e *Executor) Orphans(ctx context.Context, agentID string, keep func(attemp
 		}
 	}
 	return stopped, errors.Join(errs...)
+}
+
+// stopPredecessors stops the running tasks of earlier attempts of spec's
+// task instance (tags dray-run, dray-task, dray-index), before a retry
+// starts: an attempt found lost because its agent went silent may have left
+// its task running, and the work must not run twice. A failure is logged;
+// it does not stop the retry.
+func (e *Executor) stopPredecessors(ctx context.Context, cl *regionClients, cluster string, spec *executor.Spec) {
+	want := map[string]string{"dray-run": spec.Labels["dray.run"], "dray-task": spec.Labels["dray.task"], "dray-index": spec.Labels["dray.index"]}
+	for k, v := range want {
+		if v == "" {
+			return // not an agent's attempt: nothing to match on
+		}
+		want[k] = tagText(v, 256)
+	}
+	tasks, err := listTasks(ctx, cl.ecs, cluster, ecstypes.DesiredStatusRunning)
+	if err != nil {
+		e.log.Warn("look for tasks of earlier attempts", "cluster", cluster, "err", err)
+		return
+	}
+	self := strconv.FormatInt(spec.AttemptID, 10)
+	for _, t := range tasks {
+		tags := tagsOf(t)
+		if tags[TagAttempt] == self || tags["dray-run"] != want["dray-run"] || tags["dray-task"] != want["dray-task"] || tags["dray-index"] != want["dray-index"] {
+			continue
+		}
+		arn := aws.ToString(t.TaskArn)
+		_, err := call(ctx, func(ctx context.Context) (*ecs.StopTaskOutput, error) {
+			return cl.ecs.StopTask(ctx, &ecs.StopTaskInput{
+				Cluster: aws.String(cluster), Task: aws.String(arn),
+				Reason: aws.String(fmt.Sprintf("dray: attempt %d of the task replaces it", spec.Attempt)),
+			})
+		})
+		if err != nil {
+			e.log.Warn("stop the task of an earlier attempt", "task", arn, "err", awsError("stop task", err))
+			continue
+		}
+		e.log.Info("stopped the task of an earlier attempt", "task", arn, "attempt_id", tags[TagAttempt], "new_attempt_id", spec.AttemptID)
+	}
 }

@@ -147,18 +147,21 @@ func pickContainer(def *ecstypes.TaskDefinition, name string) (*ecstypes.Contain
 	return nil, fmt.Errorf("no essential container")
 }
 
-// imageHash names an image in a tag: the first 16 hex digits of its SHA-256.
-func imageHash(image string) string {
-	sum := sha256.Sum256([]byte(image))
+// imageHash names, in a tag, the copy of base (a revision's ARN) whose
+// container runs image: the first 16 hex digits of a SHA-256 of the three.
+// A new revision of the family gets copies of its own.
+func imageHash(base, container, image string) string {
+	sum := sha256.Sum256([]byte(base + "\x00" + container + "\x00" + image))
 	return hex.EncodeToString(sum[:])[:16]
 }
 
-// imageRevision returns a revision of def's family whose container runs
-// image: one found in memory, one registered earlier (tagged
-// TagImageHash), or a new one, registered once per image.
+// imageRevision returns a revision of def's family that is def with its
+// container running image: one found in memory, one registered earlier
+// (tagged TagImageHash), or a new one, registered once per revision,
+// container and image.
 func (e *Executor) imageRevision(ctx context.Context, cli *ecs.Client, region string, def *ecstypes.TaskDefinition, tags []ecstypes.Tag, container, image string) (string, error) {
-	family := aws.ToString(def.Family)
-	key := region + "\x00" + family + "\x00" + container + "\x00" + image
+	family, base := aws.ToString(def.Family), aws.ToString(def.TaskDefinitionArn)
+	key := region + "\x00" + base + "\x00" + container + "\x00" + image
 	e.mu.Lock()
 	entry := e.revisions[key]
 	if entry == nil {
@@ -172,7 +175,7 @@ func (e *Executor) imageRevision(ctx context.Context, cli *ecs.Client, region st
 		return entry.arn, nil
 	}
 
-	hash := imageHash(image)
+	hash := imageHash(base, container, image)
 	arn, err := findRevision(ctx, cli, family, hash)
 	if err != nil {
 		return "", err
