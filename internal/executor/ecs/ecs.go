@@ -139,10 +139,17 @@ type Executor struct {
 }
 
 type regionClients struct {
-	ecs      *ecs.Client
-	logs     *cloudwatchlogs.Client
-	runs     *rate.Limiter // RunTask's token bucket in the region
-	logReads *rate.Limiter // GetLogEvents' token bucket in the region
+	ecs  *ecs.Client
+	logs *cloudwatchlogs.Client
+	// poll is the pollers' own client: the SDK's adaptive retry mode slows a
+	// client down after throttling, and a burst of RunTask calls being
+	// throttled must not starve DescribeTasks.
+	poll *ecs.Client
+	runs *rate.Limiter // RunTask's token bucket in the region
+	// GetLogEvents' token buckets in the region: hot for logs that grow or
+	// were not read yet, cold for quiet ones, so that hundreds of quiet
+	// tasks do not delay the lines of a chatty one.
+	hotReads, coldReads *rate.Limiter
 }
 
 var (
@@ -216,10 +223,16 @@ func (e *Executor) clientsOf(region string) (*regionClients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("AWS clients of region %q: %w", region, err)
 	}
+	pc, _, err := e.clientsFn(region)
+	if err != nil {
+		return nil, fmt.Errorf("AWS clients of region %q: %w", region, err)
+	}
+	hot := e.logRate * 3 / 4
 	c := &regionClients{
-		ecs: ec, logs: lc,
-		runs:     rate.NewLimiter(rate.Limit(e.runRate), max(int(e.runRate), 1)),
-		logReads: rate.NewLimiter(rate.Limit(e.logRate), max(int(e.logRate), 1)),
+		ecs: ec, logs: lc, poll: pc,
+		runs:      rate.NewLimiter(rate.Limit(e.runRate), max(int(e.runRate), 1)),
+		hotReads:  rate.NewLimiter(rate.Limit(hot), max(int(hot), 1)),
+		coldReads: rate.NewLimiter(rate.Limit(e.logRate-hot), max(int(e.logRate-hot), 1)),
 	}
 	e.clients[region] = c
 	return c, nil

@@ -67,8 +67,8 @@ func (e *Executor) follow(cl *regionClients, st state, startTimeout time.Duratio
 		log:     e.log.With("task", st.Task),
 		changed: make(chan struct{}, 1), stopped: make(chan struct{}), done: make(chan struct{}),
 	}
-	h.logs = &logFollower{cli: cl.logs, reads: cl.logReads, group: st.LogGroup, stream: st.LogStream, sink: sink}
-	e.join(cl.ecs, h)
+	h.logs = &logFollower{cli: cl.logs, hot: cl.hotReads, cold: cl.coldReads, hotNext: true, group: st.LogGroup, stream: st.LogStream, sink: sink}
+	e.join(cl.poll, h)
 	e.wg.Add(1)
 	go h.run()
 	return h
@@ -259,13 +259,20 @@ func (h *handle) readLogs(ctx context.Context) (grew, read bool) {
 	if task, _, _ := h.snapshot(); task == nil || notStarted(task) {
 		return false, false // nothing logs before the task runs
 	}
-	if !h.logs.reads.Allow() {
+	reads := h.logs.cold
+	if h.logs.hotNext {
+		reads = h.logs.hot
+	}
+	if !reads.Allow() {
 		return false, false
 	}
 	grew, err := h.logs.read(ctx)
 	if err != nil && !isNotFound(err) {
 		h.log.Debug("read task log; trying again", "err", err)
 	}
+	// A log that grew is read from the hot bucket next; one that did not,
+	// from the cold one (a stream not there yet counts as not grown).
+	h.logs.hotNext = grew
 	return grew, true
 }
 
@@ -277,7 +284,7 @@ func (h *handle) drainLogs(ctx context.Context) {
 	same := 0
 	var lastErr error
 	for {
-		if err := h.logs.reads.Wait(ctx); err != nil {
+		if err := h.logs.hot.Wait(ctx); err != nil {
 			return
 		}
 		changed, err := h.logs.read(ctx)
@@ -393,7 +400,8 @@ func formatDuration(d time.Duration) string {
 // logFollower reads a CloudWatch Logs stream forward, from its head.
 type logFollower struct {
 	cli           *cloudwatchlogs.Client
-	reads         *rate.Limiter // the region's GetLogEvents token bucket
+	hot, cold     *rate.Limiter // the region's GetLogEvents token buckets
+	hotNext       bool          // read next from hot: the last read grew, or none yet
 	group, stream string
 	sink          executor.LogSink
 	token         *string // the next forward token; nil before the first read
